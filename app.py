@@ -1,0 +1,17 @@
+"""GLM Workbench: `streamlit run app.py` (or `make run`).
+
+Page config, navigation over the three modes, and the sidebar shared by all.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+st.set_page_config(page_title="GLM Workbench", page_icon="🧪", layout="wide")
+
+pages = [
+    st.Page("pages/chat.py", title="Chat", icon="💬", default=True),
+]
+navigation = st.navigation(pages)
+st.sidebar.caption("GLM Workbench · models run on this machine")
+navigation.run()

@@ -1,0 +1,131 @@
+"""The turn loop shared by Chat, Tool and Code Interpreter modes, the CLI and tests.
+
+generate → parse calls → execute each → append observations → generate again,
+until the model answers without a call or `max_rounds` is reached. The
+conversation list is extended in place as each message completes, so whatever
+happens (stop, error, round limit) the text written so far is kept.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from glm_client.client import Client
+from glm_client.dialects.base import ToolSchema
+from glm_client.events import Done, Event, Notice, TextDelta
+from glm_client.messages import Message, ToolCall
+
+Executor = Callable[[ToolCall], Message]
+DEFAULT_MAX_ROUNDS = 5
+
+
+@dataclass
+class ObservationEvent:
+    """A call has been executed; `message` is the observation appended to the conversation."""
+
+    call: ToolCall
+    message: Message
+    duration_s: float
+
+
+@dataclass
+class RoundLimitReached:
+    rounds: int
+
+
+AgentEvent = Event | ObservationEvent | RoundLimitReached
+
+
+def run_turn(
+    client: Client,
+    conversation: list[Message],
+    executor: Executor | None = None,
+    tools: list[ToolSchema] | None = None,
+    *,
+    max_rounds: int = DEFAULT_MAX_ROUNDS,
+    cancel: threading.Event | None = None,
+    **params: Any,
+) -> Iterator[AgentEvent]:
+    """Answer the last user message, running tool calls through `executor`."""
+    for _round in range(max_rounds):
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        done: Done | None = None
+        try:
+            for event in client.stream(conversation, tools, cancel=cancel, **params):
+                if isinstance(event, TextDelta):
+                    text.append(event.text)
+                elif isinstance(event, ToolCall):
+                    calls.append(event)
+                elif isinstance(event, Done):
+                    done = event
+                yield event
+        finally:
+            # Runs on stop too (the consumer closes the generator): keep the partial reply.
+            reply = Message.assistant("".join(text), calls)
+            interrupted = done is None or done.finish_reason in ("cancelled", "error")
+            if done is not None:
+                reply.meta.update(_done_meta(done))
+            if interrupted:
+                reply.meta["interrupted"] = True
+                reply.tool_calls = []  # an unfinished call is never executed
+            if reply.content or reply.tool_calls or interrupted:
+                conversation.append(reply)
+        if interrupted or not calls:
+            return
+        for call in calls:
+            if cancel is not None and cancel.is_set():
+                return
+            started = time.perf_counter()
+            observation = execute_call(call, executor)
+            conversation.append(observation)
+            yield ObservationEvent(call, observation, time.perf_counter() - started)
+    yield RoundLimitReached(max_rounds)
+    yield Notice(
+        f"Stopped after {max_rounds} rounds of tool calls without a final answer (MAX_ROUNDS={max_rounds}). "
+        "Ask the model to continue, or raise the limit."
+    )
+
+
+def execute_call(call: ToolCall, executor: Executor | None) -> Message:
+    """Run one call; every failure becomes an observation the model can act on."""
+    if call.parse_error:
+        return Message.observation(
+            f"Your tool call could not be parsed: {call.parse_error}",
+            name=call.name or None,
+            tool_call_id=call.id,
+            is_error=True,
+        )
+    if executor is None:
+        return Message.observation(
+            f"Tool calls are not available in this mode; `{call.name}` was not run.",
+            name=call.name,
+            tool_call_id=call.id,
+            is_error=True,
+        )
+    try:
+        observation = executor(call)
+    except Exception as error:  # an executor bug must not lose the conversation
+        observation = Message.observation(
+            f"Running `{call.name}` failed: {type(error).__name__}: {error}", is_error=True
+        )
+    observation.name = observation.name or call.name
+    observation.tool_call_id = observation.tool_call_id or call.id
+    return observation
+
+
+def _done_meta(done: Done) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "finish_reason": done.finish_reason,
+        "prompt_tokens": done.usage.prompt_tokens,
+        "completion_tokens": done.usage.completion_tokens,
+        "ttft_s": round(done.timings.ttft_s, 3),
+        "tokens_per_s": round(done.timings.decode_tokens_per_s, 1),
+    }
+    if done.error:
+        meta["error"] = done.error
+    return meta

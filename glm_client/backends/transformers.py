@@ -1,0 +1,193 @@
+"""Local engine on Hugging Face transformers: loading, devices, dtypes, and a token loop.
+
+The decode loop is our own rather than `model.generate` with a streamer thread:
+it yields each token from the caller's thread (so streaming costs nothing, measured
+in bench/bench_generate.py), checks the cancel flag between tokens (stop frees the
+CPU within one token), and holds a lock only around each forward pass (several
+sessions share one model and take turns token by token).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from glm_client.config import GenerationParams
+
+# Beyond this the KV cache of a long chat would eat a laptop's memory; CONTEXT_LENGTH overrides.
+MAX_AUTO_CONTEXT = 32768
+
+Progress = Callable[[str], None]
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message is one readable sentence."""
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    name: str
+    device: str
+    dtype: str
+    context_length: int
+    model_type: str
+
+
+def pick_device(requested: str) -> str:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("DEVICE=cuda was requested but no CUDA GPU is available; use DEVICE=cpu or auto.")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def pick_dtype(requested: str, device: str) -> torch.dtype:
+    """bf16 by default: on this 2-core CPU it decodes ~1.5x faster than fp32 (bench/bench_generate.py)."""
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def read_model_config(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(
+            f"{path} is not a model directory: config.json is missing or unreadable ({error})."
+        ) from None
+
+
+class TransformersEngine:
+    """One loaded causal LM and its tokenizer; `generate` yields token ids."""
+
+    def __init__(self, model: Any, tokenizer: Any, info: EngineInfo) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.info = info
+        self.device = torch.device(info.device)
+        self._forward_lock = threading.Lock()
+        self.tokenizer_lock = threading.Lock()  # Rust tokenizers refuse concurrent use ("Already borrowed")
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        quantize: str = "none",
+        context_length: int = 0,
+        progress: Progress = lambda _message: None,
+    ) -> TransformersEngine:
+        """Load an HF model directory or a single .gguf file."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise ModelLoadError(f"MODEL_PATH {str(path)!r} does not exist.")
+        gguf_file = None
+        if path.is_file():
+            if path.suffix != ".gguf":
+                raise ModelLoadError(
+                    f"MODEL_PATH {str(path)!r} is a file but not a .gguf model; give a .gguf file or a model directory."
+                )
+            path, gguf_file = path.parent, path.name
+            model_type = "gguf"
+        else:
+            model_type = str(read_model_config(path).get("model_type", ""))
+        device_name = pick_device(device)
+        torch_dtype = pick_dtype(dtype, device_name)
+        # ChatGLM3 ships its model and tokenizer as remote code inside the checkpoint.
+        remote_code = model_type == "chatglm"
+        multi_gpu = device_name == "cuda" and torch.cuda.device_count() > 1
+        progress(f"Loading {path.name or path} on {device_name} ({str(torch_dtype).removeprefix('torch.')})…")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file, trust_remote_code=remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                path,
+                gguf_file=gguf_file,
+                dtype=torch_dtype,
+                trust_remote_code=remote_code,
+                device_map="auto" if multi_gpu else None,
+            )
+        except Exception as error:  # transformers raises many kinds; the user needs one sentence
+            raise ModelLoadError(
+                f"Could not load the model at {str(path)!r}: {type(error).__name__}: {error}"
+            ) from error
+        if quantize != "none":
+            if not hasattr(model, "quantize"):
+                raise ModelLoadError(
+                    f"QUANTIZE={quantize} needs a model whose code offers quantize(bits), such as ChatGLM3."
+                )
+            model = model.quantize(int(quantize))
+        if not multi_gpu:
+            model = model.to(device_name)
+        model.eval()
+        declared = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "seq_length", 2048)
+        info = EngineInfo(
+            name=name or (gguf_file or path.name),
+            device=device_name if not multi_gpu else f"cuda x{torch.cuda.device_count()}",
+            dtype=str(torch_dtype).removeprefix("torch."),
+            context_length=context_length or min(int(declared), MAX_AUTO_CONTEXT),
+            model_type=model_type,
+        )
+        return cls(model, tokenizer, info)
+
+    def generate(
+        self,
+        input_ids: list[int],
+        params: GenerationParams,
+        stop_ids: set[int],
+        cancel: threading.Event | None = None,
+    ) -> Iterator[int]:
+        """Yield new token ids until a stop id, max_new_tokens, or `cancel` is set."""
+        from transformers import DynamicCache
+
+        generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+        seen = torch.tensor(sorted(set(input_ids)), dtype=torch.long)
+        cache = DynamicCache()
+        step_input = torch.tensor([input_ids], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            for _ in range(params.max_new_tokens):
+                if cancel is not None and cancel.is_set():
+                    return
+                with self._forward_lock:
+                    output = self.model(input_ids=step_input, past_key_values=cache, use_cache=True)
+                logits = output.logits[0, -1].float().cpu()
+                token = next_token(logits, seen, params, generator)
+                if token in stop_ids:
+                    return
+                yield token
+                if params.repetition_penalty != 1.0:
+                    seen = torch.cat([seen, torch.tensor([token])])
+                step_input = torch.tensor([[token]], dtype=torch.long, device=self.device)
+
+
+def next_token(
+    logits: torch.Tensor, seen: torch.Tensor, params: GenerationParams, generator: torch.Generator | None
+) -> int:
+    """Pick the next token like transformers' repetition-penalty, temperature and top-p processors."""
+    if params.repetition_penalty != 1.0 and seen.numel():
+        scores = logits[seen]
+        logits[seen] = torch.where(scores < 0, scores * params.repetition_penalty, scores / params.repetition_penalty)
+    if params.temperature == 0.0:
+        return int(torch.argmax(logits))
+    logits = logits / params.temperature
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=False)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        remove = cumulative <= 1 - params.top_p
+        remove[-1] = False  # always keep the most likely token
+        logits[order[remove]] = float("-inf")
+    probabilities = logits.softmax(-1)
+    return int(torch.multinomial(probabilities, 1, generator=generator))

@@ -1,0 +1,201 @@
+"""The client every page, the CLI and the server talk to: messages in, events out.
+
+`LocalClient` joins a local engine (tokens, devices, speed) with a dialect (prompt
+layout, output parsing). `Client` is the protocol the OpenAI backend and the test
+fakes also follow, so pages never know which one they hold.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from glm_client.config import ConfigError, GenerationParams
+from glm_client.detokenize import IncrementalDecoder, StopStrings
+from glm_client.dialects.base import Dialect, ToolSchema
+from glm_client.events import Done, Event, Notice, TextDelta, Timings, Usage
+from glm_client.messages import Message, ToolCall
+
+# A reply needs room: below this many free tokens we refuse rather than write a stub.
+MIN_REPLY_TOKENS = 16
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    backend: str
+    dialect: str
+    device: str
+    dtype: str
+    context_length: int
+
+
+class Client(Protocol):
+    info: ModelInfo
+
+    def stream(
+        self,
+        messages: list[Message],
+        tools: list[ToolSchema] | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        **params: Any,
+    ) -> Iterator[Event]: ...
+
+    def chat(self, messages: list[Message], tools: list[ToolSchema] | None = None, **params: Any) -> str: ...
+
+
+def collect_text(events: Iterator[Event]) -> str:
+    """The reply text of a stream; raises RuntimeError if the stream ended in an error."""
+    parts: list[str] = []
+    for event in events:
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+        elif isinstance(event, Done) and event.finish_reason == "error":
+            raise RuntimeError(event.error or "generation failed")
+    return "".join(parts)
+
+
+class LocalClient:
+    """A model running in this process."""
+
+    def __init__(self, engine: Any, dialect: Dialect, backend: str = "transformers") -> None:
+        self.engine = engine
+        self.dialect = dialect
+        self.info = ModelInfo(
+            name=engine.info.name,
+            backend=backend,
+            dialect=dialect.name,
+            device=engine.info.device,
+            dtype=engine.info.dtype,
+            context_length=engine.info.context_length,
+        )
+        self._stop_ids = set(dialect.stop_token_ids())
+
+    def chat(self, messages: list[Message], tools: list[ToolSchema] | None = None, **params: Any) -> str:
+        return collect_text(self.stream(messages, tools, **params))
+
+    def stream(
+        self,
+        messages: list[Message],
+        tools: list[ToolSchema] | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        **params: Any,
+    ) -> Iterator[Event]:
+        started = time.perf_counter()
+        try:
+            settings = GenerationParams.from_kwargs(**params)
+            prompt, dropped = self.fit_context(messages, tools, settings.max_new_tokens)
+        except (ConfigError, ValueError) as error:
+            yield Done("error", error=str(error))
+            return
+        if dropped:
+            yield Notice(
+                f"The conversation is longer than the model's {self.info.context_length}-token context: "
+                f"the {dropped} oldest message(s) were left out of the prompt (the system prompt stays)."
+            )
+        room = self.info.context_length - len(prompt)
+        if room < MIN_REPLY_TOKENS:
+            yield Done(
+                "error",
+                Usage(prompt_tokens=len(prompt)),
+                error=f"The last message is too long for the model's {self.info.context_length}-token context "
+                f"({len(prompt)} tokens); shorten it.",
+            )
+            return
+        if room < settings.max_new_tokens:
+            settings = GenerationParams(**{**settings.__dict__, "max_new_tokens": room})
+
+        parser = self.dialect.new_parser(tools)
+        decoder = IncrementalDecoder(self._decode)
+        stops = StopStrings(settings.stop)
+        generated = 0
+        first_token_at: float | None = None
+        made_call = False
+        try:
+            for token in self.engine.generate(prompt, settings, self._stop_ids, cancel):
+                generated += 1
+                first_token_at = first_token_at or time.perf_counter()
+                events = parser.feed(stops.feed(decoder.push(token)))
+                made_call = made_call or any(isinstance(event, ToolCall) for event in events)
+                yield from events
+                if stops.stopped:
+                    break
+            tail = parser.feed(stops.feed(decoder.flush()) + stops.flush()) + parser.finish()
+            made_call = made_call or any(isinstance(event, ToolCall) for event in tail)
+            yield from tail
+        except Exception as error:  # a failing model must not take the page with it
+            yield Done(
+                "error",
+                Usage(len(prompt), generated),
+                self._timings(started, first_token_at, generated),
+                f"{type(error).__name__}: {error}",
+            )
+            return
+        if cancel is not None and cancel.is_set():
+            reason = "cancelled"
+        elif made_call:
+            reason = "tool_calls"
+        elif generated >= settings.max_new_tokens and not stops.stopped:
+            reason = "length"
+        else:
+            reason = "stop"
+        yield Done(reason, Usage(len(prompt), generated), self._timings(started, first_token_at, generated))
+
+    def fit_context(
+        self, messages: list[Message], tools: list[ToolSchema] | None, max_new_tokens: int
+    ) -> tuple[list[int], int]:
+        """Prompt ids that leave room for the reply, dropping the oldest turns if needed.
+
+        Whole turns go (a user message with the replies and observations after it),
+        so no observation is left without its call. The system prompt and the last
+        user turn always stay. Returns (ids, number of messages dropped).
+        """
+        if not messages:
+            raise ValueError("There are no messages to answer.")
+        budget = self.info.context_length - min(max_new_tokens, self.info.context_length // 2)
+        kept = list(messages)
+        dropped = 0
+        while True:
+            prompt = self._encode(kept, tools)
+            if len(prompt) <= budget:
+                return prompt, dropped
+            turn = _oldest_turn(kept)
+            if turn is None:
+                return prompt, dropped
+            start, end = turn
+            dropped += end - start
+            del kept[start:end]
+
+    def _encode(self, messages: list[Message], tools: list[ToolSchema] | None) -> list[int]:
+        with self.engine.tokenizer_lock:
+            return self.dialect.encode(messages, tools)
+
+    def _decode(self, ids: list[int]) -> str:
+        with self.engine.tokenizer_lock:
+            return self.dialect.decode(ids)
+
+    @staticmethod
+    def _timings(started: float, first_token_at: float | None, generated: int) -> Timings:
+        now = time.perf_counter()
+        if first_token_at is None:
+            return Timings(ttft_s=0.0, total_s=now - started)
+        decode_time = now - first_token_at
+        speed = (generated - 1) / decode_time if generated > 1 and decode_time > 0 else 0.0
+        return Timings(ttft_s=first_token_at - started, total_s=now - started, decode_tokens_per_s=speed)
+
+
+def _oldest_turn(messages: list[Message]) -> tuple[int, int] | None:
+    """Index range of the oldest droppable turn, or None when only the last turn is left."""
+    starts = [index for index, message in enumerate(messages) if message.role != "system"]
+    if not starts:
+        return None
+    first = starts[0]
+    users = [index for index, message in enumerate(messages) if message.role == "user" and index > first]
+    if not users:
+        return None
+    return first, users[0]

@@ -1,0 +1,145 @@
+"""All configuration in one place: environment variables, parsed and checked once.
+
+Each setting has a default that works on a fresh laptop. A bad value raises
+`ConfigError` with one sentence naming the variable and what it accepts; the
+README's configuration table lists the same variables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A setting has a value the workbench can't use; the message names it and the allowed values."""
+
+
+DIALECTS = ("auto", "chat_template", "chatglm3")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+QUANTIZE = ("none", "4", "8")
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings of one reply. temperature 0 means greedy decoding."""
+
+    temperature: float = 0.8
+    top_p: float = 0.8
+    max_new_tokens: int = 512
+    repetition_penalty: float = 1.1
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ConfigError(f"temperature must be between 0 and 2, got {self.temperature}.")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}.")
+        if not 0.5 <= self.repetition_penalty <= 2.0:
+            raise ConfigError(f"repetition_penalty must be between 0.5 and 2, got {self.repetition_penalty}.")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: object) -> GenerationParams:
+        """Build from keyword arguments, naming any that are unknown."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ConfigError(
+                f"Unknown generation parameter(s): {', '.join(unknown)}; allowed: {', '.join(sorted(known))}."
+            )
+        values = {key: value for key, value in kwargs.items() if value is not None}
+        if "stop" in values:
+            stop = values["stop"]
+            values["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not valid; use one of: {', '.join(allowed)}.")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float, kind: type = int) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not valid; use a number of at least {minimum}.") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} is not valid; use a number of at least {minimum}.")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r} is not valid; use 1/true/yes/on or 0/false/no/off.")
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    """Where converted models are cached: $XDG_CACHE_HOME or ~/.cache, under glm-workbench."""
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "glm-workbench"
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """Where conversations and per-session working directories live."""
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "glm-workbench"
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_path: str = ""
+    openai_base_url: str = ""
+    openai_api_key: str = ""
+    openai_model: str = ""
+    dialect: str = "auto"
+    device: str = "auto"
+    dtype: str = "auto"
+    quantize: str = "none"
+    context_length: int = 0  # 0: what the model declares (capped at MAX_AUTO_CONTEXT)
+    max_rounds: int = 5
+    tools_dir: str = ""
+    enable_shell_tool: bool = False
+    cache_dir: Path = field(default_factory=lambda: default_cache_dir(os.environ))
+    data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
+    app_password: str = ""
+    kernel_timeout_s: float = 60.0
+    kernel_memory_mb: int = 2048
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            model_path=env.get("MODEL_PATH", "").strip(),
+            openai_base_url=env.get("OPENAI_BASE_URL", "").strip(),
+            openai_api_key=env.get("OPENAI_API_KEY", "").strip(),
+            openai_model=env.get("OPENAI_MODEL", "").strip(),
+            dialect=_choice(env, "DIALECT", DIALECTS, "auto"),
+            device=_choice(env, "DEVICE", DEVICES, "auto"),
+            dtype=_choice(env, "DTYPE", DTYPES, "auto"),
+            quantize=_choice(env, "QUANTIZE", QUANTIZE, "none"),
+            context_length=int(_number(env, "CONTEXT_LENGTH", 0, 0)),
+            max_rounds=int(_number(env, "MAX_ROUNDS", 5, 1)),
+            tools_dir=env.get("TOOLS_DIR", "").strip(),
+            enable_shell_tool=_flag(env, "ENABLE_SHELL_TOOL"),
+            cache_dir=Path(env["GLM_CACHE_DIR"]) if env.get("GLM_CACHE_DIR") else default_cache_dir(env),
+            data_dir=Path(env["DATA_DIR"]) if env.get("DATA_DIR") else default_data_dir(env),
+            app_password=env.get("APP_PASSWORD", ""),
+            kernel_timeout_s=float(_number(env, "KERNEL_TIMEOUT", 60.0, 1.0, float)),
+            kernel_memory_mb=int(_number(env, "KERNEL_MEMORY_MB", 2048, 256)),
+        )

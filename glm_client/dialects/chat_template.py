@@ -1,0 +1,120 @@
+"""The dialect of any Hugging Face chat model: its own jinja chat template.
+
+Tools go through `apply_chat_template(tools=...)` when the template knows them
+(Qwen, Hermes, Llama 3…). When it doesn't (the embedded SmolLM2), the tools are
+described in the system prompt and calls and results are replayed as text, so a
+second call in the same conversation sees exactly what the first one looked like.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from glm_client.dialects.base import ToolSchema, split_interpreter
+from glm_client.dialects.json_calls import JsonCallParser
+from glm_client.dialects.tool_prompt import (
+    render_call_for_history,
+    render_observation_for_history,
+    template_supports_tools,
+    tools_system_prompt,
+)
+from glm_client.messages import Message, ToolCall
+
+
+class ChatTemplateDialect:
+    name = "chat_template"
+
+    def __init__(self, tokenizer: Any) -> None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("This tokenizer has no chat template; set DIALECT or use a chat (instruct) model.")
+        self.tokenizer = tokenizer
+        self.native_tools = template_supports_tools(tokenizer.chat_template)
+
+    def encode(self, messages: list[Message], tools: list[ToolSchema] | None = None) -> list[int]:
+        ordinary, _ = split_interpreter(tools)
+        if self.native_tools:
+            conversation = [self._native_message(message) for message in messages]
+            offered = list(tools or []) or None
+        else:
+            conversation = self._text_only_conversation(messages, ordinary)
+            offered = None
+        return list(
+            self.tokenizer.apply_chat_template(
+                conversation,
+                tools=offered,
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=False,
+                # Text that spells a control token (e.g. "<|im_start|>") stays text.
+                sanitize_control_tokens=True,
+            )
+        )
+
+    def stop_token_ids(self) -> list[int]:
+        ids = {self.tokenizer.eos_token_id}
+        for token in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"):
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
+                ids.add(token_id)
+        return sorted(token_id for token_id in ids if token_id is not None)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def new_parser(self, tools: list[ToolSchema] | None = None) -> JsonCallParser:
+        ordinary, interpreter = split_interpreter(tools)
+        # A template with tool support calls the interpreter like any tool.
+        if self.native_tools:
+            return JsonCallParser(list(tools or []) or None)
+        return JsonCallParser(ordinary or None, interpreter=interpreter)
+
+    # --- history ------------------------------------------------------------------
+    @staticmethod
+    def _native_message(message: Message) -> dict[str, Any]:
+        if message.role == "observation":
+            return {
+                "role": "tool",
+                "content": message.model_text(),
+                "name": message.name or "",
+                "tool_call_id": message.tool_call_id,
+            }
+        out: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.tool_calls:
+            out["tool_calls"] = [
+                {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+                for call in message.tool_calls
+            ]
+        return out
+
+    @staticmethod
+    def _text_only_conversation(messages: list[Message], tools: list[ToolSchema]) -> list[dict[str, str]]:
+        conversation: list[dict[str, str]] = []
+        system = next((m.content for m in messages if m.role == "system"), None)
+        if tools:
+            system = tools_system_prompt(tools, system)
+        if system is not None:
+            conversation.append({"role": "system", "content": system})
+        for message in messages:
+            if message.role == "system":
+                continue
+            if message.role == "observation":
+                conversation.append({"role": "user", "content": _observation_text(message)})
+            elif message.role == "assistant":
+                parts = [message.content] if message.content else []
+                parts += [_call_text(call) for call in message.tool_calls]
+                conversation.append({"role": "assistant", "content": "\n".join(parts)})
+            else:
+                conversation.append({"role": message.role, "content": message.content})
+        return conversation
+
+
+def _call_text(call: ToolCall) -> str:
+    if call.is_interpreter:
+        return call.raw if call.raw is not None else f"```python\n{call.code}\n```"
+    return render_call_for_history(call)
+
+
+def _observation_text(message: Message) -> str:
+    if message.name == "interpreter":
+        return f"Execution result:\n```\n{message.model_text()}\n```"
+    return render_observation_for_history(message)

@@ -1,0 +1,79 @@
+"""The turn loop with a scripted model: exact observations, limits, failures and stops."""
+
+from __future__ import annotations
+
+from glm_client import Done, Message, Notice, TextDelta, ToolCall
+from glm_client.agent import ObservationEvent, RoundLimitReached, run_turn
+
+
+def echo_executor(call: ToolCall) -> Message:
+    return Message.observation(f"ran {call.name} with {call.arguments}")
+
+
+def test_a_call_is_executed_and_the_model_answers_with_the_observation_in_its_prompt(scripted):
+    scripted.queue([TextDelta("Checking. "), ToolCall("get_weather", {"city_name": "Paris"}, id="c1")], "It is sunny.")
+    conversation = [Message.user("Weather in Paris?")]
+    events = list(run_turn(scripted, conversation, echo_executor))
+    observations = [e for e in events if isinstance(e, ObservationEvent)]
+    assert [o.message.content for o in observations] == ["ran get_weather with {'city_name': 'Paris'}"]
+    assert [m.role for m in conversation] == ["user", "assistant", "observation", "assistant"]
+    assert conversation[1].content == "Checking. " and conversation[1].tool_calls[0].id == "c1"
+    assert conversation[2].tool_call_id == "c1" and conversation[2].name == "get_weather"
+    assert conversation[3].content == "It is sunny."
+    second_prompt = scripted.requests[1][0]
+    assert second_prompt[-1].role == "observation" and second_prompt[-1].content.startswith("ran get_weather")
+
+
+def test_a_malformed_call_becomes_an_error_observation_without_running_anything(scripted):
+    ran = []
+    scripted.queue([ToolCall("", parse_error="The tool call is not valid JSON.")], "Sorry.")
+    conversation = [Message.user("go")]
+    list(run_turn(scripted, conversation, lambda call: ran.append(call) or Message.observation("x")))
+    assert ran == []
+    assert (
+        conversation[2].is_error and "could not be parsed: The tool call is not valid JSON." in conversation[2].content
+    )
+
+
+def test_an_executor_that_raises_is_reported_to_the_model(scripted):
+    def broken(call: ToolCall) -> Message:
+        raise RuntimeError("disk on fire")
+
+    scripted.queue([ToolCall("f", {})], "ok")
+    conversation = [Message.user("go")]
+    list(run_turn(scripted, conversation, broken))
+    assert conversation[2].is_error and conversation[2].content == "Running `f` failed: RuntimeError: disk on fire"
+
+
+def test_the_round_limit_is_announced(scripted):
+    scripted.queue(*[[ToolCall("f", {"n": i})] for i in range(3)])
+    conversation = [Message.user("loop forever")]
+    events = list(run_turn(scripted, conversation, echo_executor, max_rounds=3))
+    assert isinstance(events[-2], RoundLimitReached) and events[-2].rounds == 3
+    assert isinstance(events[-1], Notice) and "Stopped after 3 rounds" in events[-1].message
+    assert sum(m.role == "observation" for m in conversation) == 3
+
+
+def test_a_plain_answer_ends_the_turn_after_one_round(scripted):
+    scripted.queue("Hello there!")
+    conversation = [Message.user("hi")]
+    events = list(run_turn(scripted, conversation))
+    assert [e.finish_reason for e in events if isinstance(e, Done)] == ["stop"]
+    assert conversation[-1].content == "Hello there!" and conversation[-1].meta["finish_reason"] == "stop"
+
+
+def test_closing_the_turn_mid_stream_keeps_the_partial_reply_marked_interrupted(scripted):
+    scripted.queue("This reply will be cut short by the user.")
+    conversation = [Message.user("talk")]
+    turn = run_turn(scripted, conversation)
+    shown = "".join(next(turn).text for _ in range(3))
+    turn.close()
+    assert conversation[-1].role == "assistant"
+    assert conversation[-1].content == shown and conversation[-1].meta["interrupted"] is True
+
+
+def test_calls_without_an_executor_are_refused_politely(scripted):
+    scripted.queue([ToolCall("f", {})], "fine")
+    conversation = [Message.user("x")]
+    list(run_turn(scripted, conversation, None))
+    assert "not available in this mode" in conversation[2].content

@@ -1,0 +1,52 @@
+"""Sidebar controls shared by the pages: sampling parameters and model facts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from glm_client import Client, Message
+
+# The ChatGLM3 demo's defaults, with a repetition penalty that keeps small models from looping.
+DEFAULTS: dict[str, Any] = {"temperature": 0.8, "top_p": 0.8, "max_new_tokens": 512, "repetition_penalty": 1.1}
+
+
+def sampling_controls(mode: str, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Sliders for one mode (each mode keeps its own values); returns the generation params."""
+    values = {**DEFAULTS, **(defaults or {})}
+    with st.sidebar.expander("Sampling", expanded=False):
+        temperature = st.slider(
+            "Temperature (0 = greedy)", 0.0, 1.5, values["temperature"], 0.05, key=f"{mode}_temperature"
+        )
+        top_p = st.slider("Top p", 0.05, 1.0, values["top_p"], 0.05, key=f"{mode}_top_p")
+        max_new_tokens = st.slider(
+            "Max new tokens", 16, 4096, values["max_new_tokens"], 16, key=f"{mode}_max_new_tokens"
+        )
+        repetition_penalty = st.slider(
+            "Repetition penalty", 1.0, 1.5, values["repetition_penalty"], 0.01, key=f"{mode}_repetition_penalty"
+        )
+    return {
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_new_tokens": max_new_tokens,
+        "repetition_penalty": repetition_penalty,
+    }
+
+
+def model_facts(client: Client, conversation: list[Message]) -> None:
+    """Model info and the speed of the last reply."""
+    info = client.info
+    with st.sidebar.expander("Model", expanded=False):
+        st.markdown(
+            f"**{info.name}**  \n"
+            f"backend `{info.backend}` · dialect `{info.dialect}`  \n"
+            f"device `{info.device}` · dtype `{info.dtype}`  \n"
+            f"context {info.context_length:,} tokens"
+        )
+    last = next((m for m in reversed(conversation) if m.role == "assistant" and "tokens_per_s" in m.meta), None)
+    if last is not None:
+        st.sidebar.caption(
+            f"Last reply: {last.meta['completion_tokens']} tokens · {last.meta['tokens_per_s']:.1f} tokens/s · "
+            f"first token after {last.meta['ttft_s']:.2f} s"
+        )

@@ -1,0 +1,135 @@
+"""Built-in tools, registered in the default registry on import.
+
+All work offline except `get_weather`, which says so plainly when the network is
+unavailable. `shell` runs commands on the host, so it is off unless the operator
+sets ENABLE_SHELL_TOOL=1.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import random
+import signal
+import subprocess
+import urllib.parse
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from tools import calculator as _calculator
+from tools import units as _units
+from tools.registry import register_tool
+from tools.result import cap_text
+
+# wttr.in's JSON API; WEATHER_API_URL overrides it (tests point it at a closed local port).
+WEATHER_URL = "https://wttr.in/{city}?format=j1"
+WEATHER_TIMEOUT_S = 3.0
+NETWORK_UNAVAILABLE = "network unavailable: could not reach the weather service"
+
+SHELL_TIMEOUT_S = 20.0
+MAX_SHELL_OUTPUT_CHARS = 4_000
+
+
+# ChatGLM3's demo tools keep their `Annotated[type, "description", required]` signatures.
+@register_tool
+def random_number_generator(
+    seed: Annotated[int, "The random seed used by the generator", True],
+    range: Annotated[tuple[int, int], "The range of the generated numbers", True],
+) -> int:
+    """Generates a random number x, s.t. range[0] <= x <= range[1]"""
+    low, high = range
+    if low > high:
+        raise ValueError(f"range must be [low, high] with low <= high, got [{low}, {high}]")
+    return random.Random(seed).randint(low, high)
+
+
+@register_tool
+def get_weather(city_name: Annotated[str, "The name of the city to be queried", True]) -> dict[str, Any] | str:
+    """Get the current weather for `city_name`"""
+    import httpx  # imported here: only this tool needs it, and it is slow to import
+
+    url = os.environ.get("WEATHER_API_URL", WEATHER_URL).format(city=urllib.parse.quote(city_name))
+    try:
+        response = httpx.get(url, timeout=WEATHER_TIMEOUT_S, follow_redirects=True)
+    except httpx.HTTPError as exc:
+        return f"{NETWORK_UNAVAILABLE} ({type(exc).__name__})"
+    if response.status_code != 200:
+        return f"weather service error: HTTP {response.status_code} for {city_name!r}"
+    try:
+        current = response.json()["current_condition"][0]
+        return {
+            "city": city_name,
+            "temperature_c": current["temp_C"],
+            "feels_like_c": current["FeelsLikeC"],
+            "humidity_percent": current["humidity"],
+            "description": current["weatherDesc"][0]["value"],
+            "observation_time_utc": current["observation_time"],
+        }
+    except (ValueError, KeyError, IndexError, TypeError):
+        return f"weather service error: unexpected response for {city_name!r}"
+
+
+@register_tool
+def get_current_time(timezone: str = "UTC") -> str:
+    """Get the current date and time in a time zone.
+
+    Args:
+        timezone: IANA time zone name, such as "Europe/Berlin", "Asia/Shanghai" or "UTC".
+    """
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {timezone!r}; use an IANA name such as 'Europe/Berlin' or 'UTC'") from None
+    now = datetime.datetime.now(zone)
+    return f"{now.isoformat(timespec='seconds')} ({now:%A}, {timezone})"
+
+
+@register_tool
+def calculator(expression: str) -> int | float:
+    """Evaluate an arithmetic expression exactly, e.g. "(3 + 4) * 2 ** 10" or "sqrt(2) * pi".
+
+    Args:
+        expression: Numbers with + - * / // % ** and parentheses; functions sqrt, cbrt, exp, log,
+            log10, log2, sin, cos, tan, asin, acos, atan, abs, round, floor, ceil; constants pi, e, tau.
+    """
+    return _calculator.evaluate(expression)
+
+
+@register_tool
+def unit_convert(value: float, from_unit: str, to_unit: str) -> float:
+    """Convert a quantity between units of length, mass, time, volume, speed, data size or temperature.
+
+    Args:
+        value: The quantity to convert.
+        from_unit: Unit of `value`, e.g. "km", "lb", "°F", "min", "GiB".
+        to_unit: Unit to convert to; must measure the same kind of thing.
+    """
+    return _units.convert(value, from_unit, to_unit)
+
+
+@register_tool(dangerous=True)
+def shell(command: str) -> str:
+    """Run a shell command on the host and return its exit code and output.
+
+    Args:
+        command: The command line, run with /bin/sh.
+    """
+    # A new session, so a timeout can kill the whole process group, not only /bin/sh.
+    with subprocess.Popen(
+        command,
+        shell=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    ) as process:
+        try:
+            output, _ = process.communicate(timeout=SHELL_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise TimeoutError(f"command did not finish within {SHELL_TIMEOUT_S:g} s") from None
+    output, _ = cap_text(output, MAX_SHELL_OUTPUT_CHARS)
+    return f"exit code {process.returncode}\n{output}"

@@ -1,0 +1,181 @@
+"""The registry of functions the model may call, and the `@register_tool` decorator."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+from jsonschema import Draft202012Validator
+
+from tools.schema import function_schema
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_TRUTHY = ("1", "true", "yes", "on")
+
+
+@dataclass
+class Tool:
+    """A registered function with the schema the model sees.
+
+    A `dangerous` tool (one that can harm the host, like `shell`) stays off until the
+    operator sets `ENABLE_<NAME>_TOOL=1`; the variable is read on every check, so it
+    can be flipped without restarting. `enabled=False` switches any tool off.
+    """
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    function: Callable[..., Any]
+    dangerous: bool = False
+    enabled: bool = True
+    validator: Draft202012Validator = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        Draft202012Validator.check_schema(self.parameters)  # a broken schema fails at registration
+        self.validator = Draft202012Validator(self.parameters)
+
+    @property
+    def enable_env_var(self) -> str | None:
+        """The environment variable that turns on a dangerous tool."""
+        if not self.dangerous:
+            return None
+        return f"ENABLE_{re.sub(r'[^A-Za-z0-9]', '_', self.name).upper()}_TOOL"
+
+    @property
+    def disabled_reason(self) -> str | None:
+        """Why the tool can't be called now, or None when it can."""
+        if not self.enabled:
+            return "disabled by the operator"
+        env_var = self.enable_env_var
+        if env_var and os.environ.get(env_var, "").strip().lower() not in _TRUTHY:
+            return f"disabled by the operator (set {env_var}=1 to enable it)"
+        return None
+
+    @property
+    def is_enabled(self) -> bool:
+        return self.disabled_reason is None
+
+    def schema(self) -> dict[str, Any]:
+        """OpenAI-style function schema."""
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
+
+
+@dataclass(frozen=True)
+class ToolStatus:
+    """One line of the sidebar: which tool, whether it can be called, and if not, why."""
+
+    name: str
+    description: str
+    enabled: bool
+    dangerous: bool
+    reason: str | None
+
+
+class ToolRegistry:
+    """Tools by name. Registering a name again replaces the earlier tool (so reloading a file is safe)."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._lock = threading.Lock()
+
+    @overload
+    def register(self, function: F, /) -> F: ...
+    @overload
+    def register(
+        self,
+        function: None = None,
+        /,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        dangerous: bool = False,
+        enabled: bool = True,
+    ) -> Callable[[F], F]: ...
+
+    def register(
+        self,
+        function: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        dangerous: bool = False,
+        enabled: bool = True,
+    ) -> Any:
+        """Register a function as a tool; usable as `@register` or `@register(name=..., dangerous=True)`.
+
+        Returns the function unchanged, so it stays callable as plain Python.
+        """
+
+        def decorate(func: F) -> F:
+            schema = function_schema(func)
+            tool = Tool(
+                name=name or func.__name__,
+                description=description if description is not None else schema.description,
+                parameters=schema.parameters,
+                function=func,
+                dangerous=dangerous,
+                enabled=enabled,
+            )
+            with self._lock:
+                self._tools[tool.name] = tool
+            return func
+
+        return decorate if function is None else decorate(function)
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._tools.pop(name, None)
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        """The operator's switch (e.g. a sidebar checkbox). Raises KeyError for an unknown name."""
+        self._tools[name].enabled = enabled
+
+    def list_tools(self, include_disabled: bool = False) -> list[Tool]:
+        tools = sorted(self._tools.values(), key=lambda tool: tool.name)
+        return tools if include_disabled else [tool for tool in tools if tool.is_enabled]
+
+    def get_tools(self) -> list[dict[str, Any]]:
+        """Schemas of the tools the model may call now."""
+        return [tool.schema() for tool in self.list_tools()]
+
+    def get_tool_status(self) -> list[ToolStatus]:
+        return [
+            ToolStatus(tool.name, tool.description, tool.is_enabled, tool.dangerous, tool.disabled_reason)
+            for tool in self.list_tools(include_disabled=True)
+        ]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+
+default_registry = ToolRegistry()
+register_tool = default_registry.register
+
+
+def get_tools() -> list[dict[str, Any]]:
+    """OpenAI-style schemas of the enabled tools in the default registry."""
+    return default_registry.get_tools()
+
+
+def list_tools(include_disabled: bool = False) -> list[Tool]:
+    return default_registry.list_tools(include_disabled)
+
+
+def get_tool_status() -> list[ToolStatus]:
+    """Every tool in the default registry, with whether it is enabled and why not."""
+    return default_registry.get_tool_status()

@@ -48,19 +48,31 @@ def run_turn(
     *,
     max_rounds: int = DEFAULT_MAX_ROUNDS,
     cancel: threading.Event | None = None,
+    force_tool: str | None = None,
     **params: Any,
 ) -> Iterator[AgentEvent]:
-    """Answer the last user message, running tool calls through `executor`."""
-    for _round in range(max_rounds):
+    """Answer the conversation, running tool calls through `executor`.
+
+    Without an executor the turn ends at the first call, leaving it for the caller
+    to answer with an observation and call `run_turn` again (the Tool page's manual mode).
+    `force_tool` ("any" or a tool name) constrains the first round only, so the model
+    can answer in words once it has the result. Notices (trimmed history, the round
+    limit) are kept in the message's `meta["notices"]` so a redraw shows them again.
+    """
+    for round_index in range(max_rounds):
         text: list[str] = []
         calls: list[ToolCall] = []
+        notices: list[str] = []
         done: Done | None = None
+        forced = {"force_tool": force_tool} if force_tool and round_index == 0 else {}
         try:
-            for event in client.stream(conversation, tools, cancel=cancel, **params):
+            for event in client.stream(conversation, tools, cancel=cancel, **params, **forced):
                 if isinstance(event, TextDelta):
                     text.append(event.text)
                 elif isinstance(event, ToolCall):
                     calls.append(event)
+                elif isinstance(event, Notice):
+                    notices.append(event.message)
                 elif isinstance(event, Done):
                     done = event
                 yield event
@@ -70,13 +82,15 @@ def run_turn(
             interrupted = done is None or done.finish_reason in ("cancelled", "error")
             if done is not None:
                 reply.meta.update(_done_meta(done))
+            if notices:
+                reply.meta["notices"] = notices
             if interrupted:
                 reply.meta["interrupted"] = True
                 reply.tool_calls = []  # an unfinished call is never executed
             if reply.content or reply.tool_calls or interrupted:
                 conversation.append(reply)
-        if interrupted or not calls:
-            return
+        if interrupted or not calls or executor is None:
+            return  # with no executor the calls wait for the caller (manual mode) to answer them
         for call in calls:
             if cancel is not None and cancel.is_set():
                 return
@@ -84,26 +98,21 @@ def run_turn(
             observation = execute_call(call, executor)
             conversation.append(observation)
             yield ObservationEvent(call, observation, time.perf_counter() - started)
-    yield RoundLimitReached(max_rounds)
-    yield Notice(
+    notice = (
         f"Stopped after {max_rounds} rounds of tool calls without a final answer (MAX_ROUNDS={max_rounds}). "
         "Ask the model to continue, or raise the limit."
     )
+    conversation[-1].meta.setdefault("notices", []).append(notice)
+    yield RoundLimitReached(max_rounds)
+    yield Notice(notice)
 
 
-def execute_call(call: ToolCall, executor: Executor | None) -> Message:
+def execute_call(call: ToolCall, executor: Executor) -> Message:
     """Run one call; every failure becomes an observation the model can act on."""
     if call.parse_error:
         return Message.observation(
             f"Your tool call could not be parsed: {call.parse_error}",
             name=call.name or None,
-            tool_call_id=call.id,
-            is_error=True,
-        )
-    if executor is None:
-        return Message.observation(
-            f"Tool calls are not available in this mode; `{call.name}` was not run.",
-            name=call.name,
             tool_call_id=call.id,
             is_error=True,
         )

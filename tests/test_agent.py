@@ -52,6 +52,14 @@ def test_the_round_limit_is_announced(scripted):
     assert isinstance(events[-2], RoundLimitReached) and events[-2].rounds == 3
     assert isinstance(events[-1], Notice) and "Stopped after 3 rounds" in events[-1].message
     assert sum(m.role == "observation" for m in conversation) == 3
+    assert conversation[-1].meta["notices"] == [events[-1].message]
+
+
+def test_force_tool_applies_to_the_first_round_only(scripted):
+    scripted.queue([ToolCall("f", {})], "done")
+    list(run_turn(scripted, [Message.user("x")], echo_executor, force_tool="f", temperature=0.0))
+    assert scripted.requests[0][2] == {"temperature": 0.0, "force_tool": "f"}
+    assert scripted.requests[1][2] == {"temperature": 0.0}
 
 
 def test_a_plain_answer_ends_the_turn_after_one_round(scripted):
@@ -72,8 +80,12 @@ def test_closing_the_turn_mid_stream_keeps_the_partial_reply_marked_interrupted(
     assert conversation[-1].content == shown and conversation[-1].meta["interrupted"] is True
 
 
-def test_calls_without_an_executor_are_refused_politely(scripted):
-    scripted.queue([ToolCall("f", {})], "fine")
+def test_without_an_executor_the_call_waits_for_a_hand_written_observation(scripted):
+    scripted.queue([ToolCall("f", {"x": 1}, id="c9")], "Thanks, the answer is 42.")
     conversation = [Message.user("x")]
     list(run_turn(scripted, conversation, None))
-    assert "not available in this mode" in conversation[2].content
+    assert [m.role for m in conversation] == ["user", "assistant"] and conversation[1].tool_calls[0].id == "c9"
+    conversation.append(Message.observation("42", name="f", tool_call_id="c9"))
+    list(run_turn(scripted, conversation, None))
+    assert conversation[-1].content == "Thanks, the answer is 42."
+    assert scripted.requests[1][0][-1].content == "42"

@@ -34,6 +34,8 @@ def render_history(conversation: list[Message]) -> None:
                 render_assistant(message)
             else:
                 render_observation(message)
+            for notice in message.meta.get("notices", []):
+                st.info(notice, icon="ℹ️")
 
 
 def render_assistant(message: Message) -> None:

@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 .PHONY: run test setup setup-dev lint format bench clean-cache
 
 run: setup
-	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
 
 test: setup-dev
 	$(VENV)/bin/ruff check .

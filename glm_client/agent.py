@@ -95,7 +95,16 @@ def run_turn(
             if cancel is not None and cancel.is_set():
                 return
             started = time.perf_counter()
-            observation = execute_call(call, executor)
+            try:
+                observation = execute_call(call, executor)
+            except BaseException:
+                # The user stopped the page mid-call: record that, so the call is never left unanswered.
+                conversation.append(
+                    Message.observation(
+                        "Stopped by the user before it finished.", name=call.name, tool_call_id=call.id, is_error=True
+                    )
+                )
+                raise
             conversation.append(observation)
             yield ObservationEvent(call, observation, time.perf_counter() - started)
     notice = (

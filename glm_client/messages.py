@@ -20,6 +20,7 @@ ROLES: tuple[str, ...] = ("system", "user", "assistant", "observation")
 # The canonical name of a code-interpreter call, whatever the model wrote
 # (ChatGLM3 metadata `interpreter`, an OpenAI tool named `python`, a fenced block).
 INTERPRETER = "interpreter"
+IMAGE_PLACEHOLDER = "[Image]"
 
 
 def _new_call_id() -> str:
@@ -203,9 +204,13 @@ class Message:
 
     # --- views ------------------------------------------------------------------------
     def model_text(self) -> str:
-        """What the model reads for this message: images become the `[Image]` placeholder."""
-        if self.role == "observation" and self.images:
-            placeholders = "\n".join("[Image]" for _ in self.images)
+        """What the model reads for this message: images become the `[Image]` placeholder.
+
+        Content that already places its placeholders (a cell's outputs in order) is kept as is.
+        """
+        missing = len(self.images) - self.content.count(IMAGE_PLACEHOLDER)
+        if self.role == "observation" and missing > 0:
+            placeholders = "\n".join(IMAGE_PLACEHOLDER for _ in range(missing))
             return f"{self.content}\n{placeholders}" if self.content else placeholders
         return self.content
 

@@ -42,6 +42,8 @@ def test_model_text_replaces_images_with_placeholders():
     assert Message.observation("out", images=[b"1", b"2"]).model_text() == "out\n[Image]\n[Image]"
     assert Message.observation("", images=[b"1"]).model_text() == "[Image]"
     assert Message.user("plain").model_text() == "plain"
+    in_order = Message.observation("before\n[Image]\nafter", images=[b"1"])
+    assert in_order.model_text() == "before\n[Image]\nafter"
 
 
 def test_openai_format_round_trip():

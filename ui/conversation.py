@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import streamlit as st
 
 from glm_client import Done, Message, Notice, TextDelta, ToolCall, ToolCallStart
 from glm_client.agent import AgentEvent, ObservationEvent, RoundLimitReached
+from glm_client.messages import IMAGE_PLACEHOLDER
 
 CURSOR = "▌"
 AVATARS = {"user": "🧑", "assistant": "🤖"}
@@ -59,10 +61,19 @@ def render_observation(message: Message) -> None:
 
 
 def render_observation_body(message: Message) -> None:
-    if message.content:
-        st.code(message.content, language="text")
-    for image in message.images:
+    """Text and images in the order the code produced them."""
+    parts = message.content.split(IMAGE_PLACEHOLDER)
+    images = list(message.images)
+    for index, text in enumerate(parts):
+        if text.strip():
+            st.code(text.strip("\n"), language="text")
+        if index < len(parts) - 1 and images:
+            st.image(images.pop(0))
+    for image in images:  # images the text does not place
         st.image(image)
+    if "full_text" in message.meta:
+        with st.popover("Full output (the model saw a shortened copy)"):
+            st.code(message.meta["full_text"], language="text")
 
 
 def call_title(call: ToolCall) -> str:
@@ -85,7 +96,30 @@ def render_call(call: ToolCall) -> None:
         st.json(call.arguments)
 
 
-def stream_turn(events: Iterator[AgentEvent]) -> None:
+class CallProgress:
+    """A line under the running call that says how long it has run.
+
+    Passed as a kernel executor's `on_wait`: each redraw is also where Streamlit can
+    stop a script, so the Stop button interrupts running code.
+    """
+
+    def __init__(self) -> None:
+        self._slot: Any = None
+
+    def attach(self, container: Any) -> None:
+        self._slot = container.empty()
+
+    def detach(self) -> None:
+        if self._slot is not None:
+            self._slot.empty()
+        self._slot = None
+
+    def __call__(self, elapsed_s: float) -> None:
+        if self._slot is not None:
+            self._slot.caption(f"⏳ running for {elapsed_s:.0f} s — Stop interrupts it")
+
+
+def stream_turn(events: Iterator[AgentEvent], progress: CallProgress | None = None) -> None:
     """Render one agent turn live inside an assistant bubble."""
     with st.chat_message("assistant", avatar=AVATARS["assistant"]):
         text_box = st.empty()
@@ -104,8 +138,12 @@ def stream_turn(events: Iterator[AgentEvent]) -> None:
                 status.update(label=f"Running {call_title(event)}…", state="running")
                 with status:
                     render_call(event)
+                if progress is not None:
+                    progress.attach(status)
             elif isinstance(event, ObservationEvent):
                 assert status is not None
+                if progress is not None:
+                    progress.detach()
                 state = "error" if event.message.is_error else "complete"
                 status.update(
                     label=f"{call_title(event.call)} · {event.duration_s:.2f} s",

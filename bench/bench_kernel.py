@@ -1,0 +1,124 @@
+"""How much KernelSession costs over raw jupyter_client, and what pre-warming saves.
+
+Run: .venv/bin/python bench/bench_kernel.py [--runs 100] [--starts 3]
+
+1. Round trip of `1+1`: KernelSession.execute vs a raw BlockingKernelClient on its own
+   kernel, launched with the same command and environment (execute, then read IOPub
+   until this request's idle status). Runs are interleaved so machine noise hits both
+   alike. Target: ours <= 1.1x raw. (A kernel from the default kernelspec is slower
+   still: it writes every cell to IPython's history database, which ours turns off.)
+2. First-execution latency: pre-warmed (start(), then time execute) vs cold (time
+   constructing a session plus its first execute, which launches the kernel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from jupyter_client import BlockingKernelClient, KernelManager
+from jupyter_client.kernelspec import KernelSpec
+
+from kernel import KernelSession
+from kernel.process import kernel_env, kernel_spec
+
+CODE = "1+1"
+
+
+def raw_execute(client: BlockingKernelClient) -> None:
+    """The minimal correct client loop: send, then wait for this request's idle status."""
+    msg_id = client.execute(CODE, allow_stdin=False)
+    while True:
+        msg = client.get_iopub_msg(timeout=10)
+        if (
+            msg["parent_header"].get("msg_id") == msg_id
+            and msg["msg_type"] == "status"
+            and msg["content"]["execution_state"] == "idle"
+        ):
+            return
+
+
+class SameKernelManager(KernelManager):
+    """Launches exactly the kernel KernelSession launches, so only the client code differs."""
+
+    @property
+    def kernel_spec(self) -> KernelSpec:
+        return kernel_spec()
+
+
+def round_trips(runs: int) -> tuple[list[float], list[float]]:
+    runtime_dir = tempfile.mkdtemp(prefix="bench-raw-kernel-")
+    manager = SameKernelManager(transport="ipc", connection_file=f"{runtime_dir}/kernel.json")
+    manager.start_kernel(env=kernel_env())
+    client = manager.client()
+    client.start_channels(stdin=False, hb=False, control=False)  # the channels KernelSession uses
+    client.wait_for_ready(timeout=60)
+    ours, raw = [], []
+    try:
+        with KernelSession() as session:
+            for _ in range(10):  # warm up both kernels and both code paths
+                session.execute(CODE)
+                raw_execute(client)
+            for run in range(runs):
+                # Alternate who goes first: a kernel still settling after its reply slows the next one.
+                for which in ("ours", "raw") if run % 2 else ("raw", "ours"):
+                    started = time.perf_counter()
+                    if which == "ours":
+                        result = session.execute(CODE)
+                        ours.append(time.perf_counter() - started)
+                        assert result.text == "2", result.to_observation()
+                    else:
+                        raw_execute(client)
+                        raw.append(time.perf_counter() - started)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    return ours, raw
+
+
+def first_executions(starts: int) -> tuple[list[float], list[float]]:
+    warm, cold = [], []
+    for _ in range(starts):
+        with KernelSession() as session:  # __enter__ starts the kernel
+            started = time.perf_counter()
+            session.execute(CODE)
+            warm.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        session = KernelSession()
+        session.execute(CODE)
+        cold.append(time.perf_counter() - started)
+        session.shutdown()
+    return warm, cold
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.2f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=100, help="round trips per client (default 100)")
+    parser.add_argument("--starts", type=int, default=3, help="kernel starts per first-run case (default 3)")
+    args = parser.parse_args()
+
+    ours, raw = round_trips(args.runs)
+    ratio = statistics.median(ours) / statistics.median(raw)
+    print(f"Round trip of {CODE!r}, median of {args.runs} interleaved runs")
+    print(f"  KernelSession.execute     {ms(statistics.median(ours))}   (p90 {ms(sorted(ours)[int(0.9 * len(ours))])})")
+    print(f"  raw BlockingKernelClient  {ms(statistics.median(raw))}   (p90 {ms(sorted(raw)[int(0.9 * len(raw))])})")
+    print(f"  ratio ours / raw          {ratio:8.2f} x   (target <= 1.10 x)")
+
+    warm, cold = first_executions(args.starts)
+    print(f"First execution, median of {args.starts} kernels")
+    print(f"  pre-warmed (start() first)  {ms(statistics.median(warm))}")
+    print(f"  cold (construct + execute)  {ms(statistics.median(cold))}")
+
+
+if __name__ == "__main__":
+    main()

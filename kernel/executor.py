@@ -1,0 +1,69 @@
+"""The bridge from the agent loop to a kernel: an interpreter call in, an observation Message out."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from glm_client.agent import Executor
+from glm_client.messages import Message, ToolCall
+from kernel.limits import INTERRUPT_GRACE_S
+from kernel.result import ExecutionResult
+from kernel.session import KernelSession
+
+# How often a waiting page gets control back (to redraw the timer, or to be stopped).
+POLL_S = 0.25
+
+
+def observation_of(result: ExecutionResult, call_id: str | None = None) -> Message:
+    """The model reads the capped text with `[Image]` in place; the user sees every output."""
+    message = Message.observation(
+        result.to_observation(),
+        name="interpreter",
+        tool_call_id=call_id,
+        images=result.images,
+        is_error=result.status != "ok",
+    )
+    message.meta["status"] = result.status
+    message.meta["duration_s"] = round(result.duration_s, 3)
+    if result.text != message.content:
+        message.meta["full_text"] = result.text
+    return message
+
+
+def kernel_executor(session: KernelSession, timeout: float, on_wait: Callable[[float], None] | None = None) -> Executor:
+    """An executor for `run_turn` that runs interpreter calls in `session`.
+
+    With `on_wait`, the code runs in a worker thread while the caller's thread gets
+    `on_wait(elapsed_s)` every POLL_S: a Streamlit page stopped there (Stop button)
+    raises out of `on_wait`, and the running code is interrupted on the way out.
+    """
+
+    def execute(call: ToolCall) -> Message:
+        if not call.is_interpreter:
+            return Message.observation(
+                f"Only the `interpreter` tool is available here, not `{call.name}`; write Python code instead.",
+                name=call.name,
+                tool_call_id=call.id,
+                is_error=True,
+            )
+        if on_wait is None:
+            return observation_of(session.execute(call.code, timeout=timeout), call.id)
+        results: list[ExecutionResult] = []
+        worker = threading.Thread(
+            target=lambda: results.append(session.execute(call.code, timeout=timeout)), daemon=True
+        )
+        started = time.monotonic()
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(POLL_S)
+                on_wait(time.monotonic() - started)
+        except BaseException:
+            session.interrupt()
+            worker.join(INTERRUPT_GRACE_S)
+            raise
+        return observation_of(results[0], call.id)
+
+    return execute

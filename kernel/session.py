@@ -1,0 +1,367 @@
+"""KernelSession: one managed IPython kernel with its own working directory."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import queue
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import zmq
+from jupyter_client import BlockingKernelClient, KernelManager
+from jupyter_client.kernelspec import KernelSpec
+
+from kernel import files, registry
+from kernel.collector import OutputCollector, error_output
+from kernel.limits import (
+    ALIVE_CHECK_INTERVAL_S,
+    DEFAULT_MEMORY_LIMIT,
+    DEFAULT_TIMEOUT_S,
+    INTERRUPT_GRACE_S,
+    KERNEL_START_TIMEOUT_S,
+    MAX_RESULT_TEXT_CHARS,
+    MAX_UPLOAD_BYTES,
+)
+from kernel.process import (
+    apply_memory_limit,
+    describe_exit,
+    has_exited,
+    interrupt_process_group,
+    kernel_env,
+    kernel_spec,
+    kill_process_tree,
+)
+from kernel.result import ExecutionResult, Output, Status
+
+WaitOutcome = Literal["idle", "timeout", "died"]
+
+
+class _InCodeKernelManager(KernelManager):
+    """A KernelManager whose kernel spec comes from code, never from installed kernelspecs."""
+
+    @property
+    def kernel_spec(self) -> KernelSpec:
+        return kernel_spec()
+
+
+class KernelSession:
+    """A Python kernel for one user: run code, collect every output, survive bad code.
+
+    The kernel starts lazily (or on `start()`), talks over unix sockets in a private
+    directory, runs in `workdir` under an address-space limit, and is restarted when it
+    dies or ignores a timeout. One execution runs at a time; `interrupt()`, `restart()`
+    and `shutdown()` may be called from other threads while one runs.
+    """
+
+    def __init__(
+        self,
+        workdir: Path | str | None = None,
+        memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT,
+        max_output_chars: int = MAX_RESULT_TEXT_CHARS,
+    ) -> None:
+        self._owns_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="glm-kernel-work-")).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.memory_limit_bytes = memory_limit_bytes
+        self.max_output_chars = max_output_chars
+        self.last_used = time.monotonic()  # for shutdown_idle(); monotonic, so clock changes don't matter
+        self._lock = threading.Lock()  # one execution (or start/restart/stop) at a time
+        self._signal_lock = threading.Lock()  # signals and reaping from several threads, one at a time
+        self._busy = False
+        self._closed = False
+        self._restart_requested = False
+        self._generation = 0  # bumped on every launch, so a restart is never done twice
+        self._manager: KernelManager | None = None
+        self._client: BlockingKernelClient | None = None
+        self._runtime_dir: Path | None = None  # connection file and sockets
+        registry.register(self)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Launch the kernel now rather than on the first execute (pre-warm). Idempotent."""
+        with self._lock:
+            self._ensure_started()
+
+    def restart(self) -> None:
+        """Replace the kernel with a fresh one (same working directory; variables are lost).
+
+        Callable while an execution runs: it is stopped and reports that the kernel restarted.
+        """
+        if self._closed:
+            raise RuntimeError("This KernelSession was shut down; create a new one.")
+        generation = self._generation
+        self._restart_requested = True
+        self._kill()  # wakes a waiting execute, which restarts the kernel itself
+        with self._lock:
+            self._restart_requested = False
+            if self._generation == generation:
+                self._relaunch()
+
+    def interrupt(self) -> None:
+        """Raise KeyboardInterrupt in the running code. Safe to call from any thread."""
+        process = self._process()
+        if process is not None:
+            with self._signal_lock:
+                interrupt_process_group(process)
+
+    def shutdown(self) -> None:
+        """Kill the kernel and everything it started; remove a working directory we created.
+
+        Final and idempotent: the session cannot be used afterwards.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._kill()  # do not wait for a running execution to finish first
+        with self._lock:
+            self._stop()
+            if self._owns_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+        registry.unregister(self)
+
+    def is_alive(self) -> bool:
+        """Whether the kernel process is running (False before start and after shutdown)."""
+        process = self._process()
+        return process is not None and not has_exited(process)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def busy(self) -> bool:
+        """Whether an execution is running."""
+        return self._busy
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process()
+        return process.pid if process is not None else None
+
+    @property
+    def connection_info(self) -> dict[str, Any]:
+        """How the client reaches the kernel (transport, socket paths; the key is left out)."""
+        if self._manager is None:
+            return {}
+        info = dict(self._manager.get_connection_info())
+        info.pop("key", None)
+        return info
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"pid={self.pid}" if self.is_alive() else "not running"
+        return f"KernelSession(workdir={str(self.workdir)!r}, {state})"
+
+    def __enter__(self) -> KernelSession:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.shutdown()
+
+    # -- execution ---------------------------------------------------------------------------
+
+    def execute(self, code: str, timeout: float | None = DEFAULT_TIMEOUT_S) -> ExecutionResult:
+        """Run `code` and return all of its outputs in order; never raises for bad code.
+
+        On timeout the code is interrupted (variables kept), or the kernel restarted if it
+        does not respond. If the kernel dies it is restarted. `timeout=None` waits forever.
+        """
+        with self._lock:
+            self._busy = True
+            try:
+                return self._execute(code, math.inf if timeout is None else timeout)
+            finally:
+                self._busy = False
+                self.last_used = time.monotonic()
+
+    def _execute(self, code: str, timeout: float) -> ExecutionResult:
+        collector = OutputCollector(max_text_chars=self.max_output_chars)
+        revived = self._ensure_started()
+        if revived is not None:
+            collector.add_note(revived)
+        assert self._client is not None
+        started = time.monotonic()
+        self._drain_shell_replies()
+        msg_id = self._client.execute(code, allow_stdin=False, stop_on_error=False)
+        outcome = self._wait_for_idle(msg_id, collector, started + timeout)
+
+        status: Status | None = None
+        if outcome == "timeout":
+            status = "timeout"
+            collector.add_note(self._stop_overrun(msg_id, collector, timeout))
+        elif outcome == "died":
+            status = "died"
+            collector.add_note(error_output("KernelDied", self._death_message() + self._recover()))
+
+        outputs = collector.finish()
+        return ExecutionResult(
+            outputs=outputs,
+            status=status or _status_from_outputs(outputs),
+            duration_s=time.monotonic() - started,
+            execution_count=collector.execution_count,
+        )
+
+    def _wait_for_idle(self, msg_id: str, collector: OutputCollector, deadline: float) -> WaitOutcome:
+        """Collect this request's IOPub messages until the kernel reports idle, dies or time runs out."""
+        assert self._client is not None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout"
+            try:
+                msg = self._client.get_iopub_msg(timeout=min(remaining, ALIVE_CHECK_INTERVAL_S))
+            except queue.Empty:
+                if not self.is_alive():
+                    return "died"
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue  # left over from an earlier, interrupted request
+            if msg["msg_type"] == "status":
+                if msg["content"]["execution_state"] == "idle":
+                    return "idle"
+            else:
+                collector.add(msg)
+
+    def _stop_overrun(self, msg_id: str, collector: OutputCollector, timeout: float) -> Output:
+        """Interrupt code that ran out of time; restart a kernel that does not come back. Returns the note."""
+        self.interrupt()
+        outcome = self._wait_for_idle(msg_id, collector, time.monotonic() + INTERRUPT_GRACE_S)
+        message = f"Execution timed out after {timeout:g} s"
+        if outcome == "idle":
+            return error_output("TimeoutError", f"{message} and was interrupted.")
+        reason = "did not respond to the interrupt" if outcome == "timeout" else "died"
+        return error_output("TimeoutError", f"{message}; the kernel {reason}{self._recover()}")
+
+    def _drain_shell_replies(self) -> None:
+        """Discard execute replies of earlier requests: outputs come from IOPub, replies only pile up.
+
+        Raw frames are dropped undecoded; decoding a message costs more than the rest of our overhead.
+        """
+        assert self._client is not None
+        socket = self._client.shell_channel.socket
+        with contextlib.suppress(zmq.Again):
+            while True:
+                socket.recv_multipart(zmq.NOBLOCK)
+
+    def _death_message(self) -> str:
+        if self._restart_requested:
+            return "The kernel was restarted while the code ran"
+        self._kill()  # its subprocesses too; and reaping gives the exit status
+        process = self._process()
+        how = describe_exit(process.returncode) if process is not None else "gone"
+        return f"The kernel died unexpectedly ({how})"
+
+    def _recover(self) -> str:
+        """Restart after a death or an unanswered interrupt; the end of the sentence to report."""
+        if self._closed:
+            return "; the session has been shut down."
+        self._relaunch()
+        return " and was restarted; variables and imports were lost."
+
+    # -- kernel process ----------------------------------------------------------------------
+
+    def _ensure_started(self) -> Output | None:
+        """Launch the kernel if needed; relaunch one that died while idle and return a note saying so."""
+        if self._closed:
+            raise RuntimeError("This KernelSession was shut down; create a new one.")
+        if self._client is None:
+            self._launch()
+            return None
+        if self.is_alive():
+            return None
+        how = self._death_message()
+        self._relaunch()
+        text = f"[{how} since the last execution and was restarted; earlier variables and imports were lost.]\n"
+        return Output(kind="stream", name="stderr", text=text)
+
+    def _launch(self) -> None:
+        # A private 0700 directory: nobody else can connect to the kernel's sockets.
+        runtime_dir = Path(tempfile.mkdtemp(prefix="glm-kernel-"))
+        manager = _InCodeKernelManager(transport="ipc", connection_file=str(runtime_dir / "kernel.json"))
+        self._manager, self._runtime_dir = manager, runtime_dir
+        self._generation += 1
+        try:
+            manager.start_kernel(cwd=str(self.workdir), env=kernel_env())
+            process = self._process()
+            assert process is not None
+            apply_memory_limit(process.pid, self.memory_limit_bytes)
+            client = manager.client()
+            client.start_channels(stdin=False, hb=False, control=False)
+            self._client = client
+            client.wait_for_ready(timeout=KERNEL_START_TIMEOUT_S)
+        except Exception as error:
+            self._stop()
+            raise RuntimeError(f"The Python kernel failed to start: {error}") from error
+
+    def _relaunch(self) -> None:
+        self._stop()
+        self._launch()
+
+    def _stop(self) -> None:
+        """Kill the kernel and release its sockets and files (caller holds the lock)."""
+        client, manager, runtime_dir = self._client, self._manager, self._runtime_dir
+        self._client = self._manager = self._runtime_dir = None
+        if client is not None:
+            client.stop_channels()
+        if manager is not None:
+            process = _provisioned_process(manager)
+            if process is not None:
+                with self._signal_lock:
+                    kill_process_tree(process)
+            manager.cleanup_resources()
+        if runtime_dir is not None:
+            shutil.rmtree(runtime_dir, ignore_errors=True)
+
+    def _kill(self) -> None:
+        """Kill the kernel without the lock, so a waiting execution notices at once."""
+        process = self._process()
+        if process is not None:
+            with self._signal_lock:
+                kill_process_tree(process)
+
+    def _process(self) -> subprocess.Popen | None:
+        manager = self._manager
+        return _provisioned_process(manager) if manager is not None else None
+
+    # -- files -------------------------------------------------------------------------------
+
+    def save_upload(self, name: str, data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> Path:
+        """Store an uploaded file in the working directory under a sanitised name.
+
+        Raises ValueError if `data` is larger than `max_bytes`.
+        """
+        return files.save_upload(self.workdir, name, data, max_bytes)
+
+    def list_files(self) -> list[Path]:
+        """Files in the working directory (for download buttons)."""
+        return files.list_files(self.workdir)
+
+    def files_snapshot(self) -> files.FileSnapshot:
+        """The working directory's state, to pass to `new_files_since` after running code."""
+        return files.snapshot(self.workdir)
+
+    def new_files_since(self, snapshot: files.FileSnapshot) -> list[Path]:
+        """Files created or modified since `snapshot` was taken."""
+        return files.new_files_since(self.workdir, snapshot)
+
+
+def _provisioned_process(manager: KernelManager) -> subprocess.Popen | None:
+    # Kernels here are always local, so the provisioner is a LocalProvisioner holding the Popen.
+    return getattr(manager.provisioner, "process", None)
+
+
+def _status_from_outputs(outputs: list[Output]) -> Status:
+    errors = [output for output in outputs if output.kind == "error"]
+    if not errors:
+        return "ok"
+    return "interrupted" if errors[-1].ename == "KeyboardInterrupt" else "error"

@@ -1,0 +1,120 @@
+"""Code Interpreter mode: the model writes Python, a kernel of this browser session runs it."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import streamlit as st
+
+from glm_client import Message
+from glm_client.agent import run_turn
+from glm_client.dialects.base import INTERPRETER_TOOL
+from kernel import KernelSession, shutdown_idle
+from kernel.executor import kernel_executor
+from ui import state
+from ui.conversation import CallProgress, render_history, stream_turn
+from ui.model import get_client, settings
+from ui.sidebar import model_facts, sampling_controls
+
+MODE = "code_interpreter"
+IDLE_KERNEL_S = 30 * 60  # a kernel unused this long is shut down; the next run starts a fresh one
+MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant that solves tasks by writing Python code. "
+    "Write the code in one ```python block; it runs in a Jupyter kernel and you will see its output "
+    "(text, tables; plots appear to the user as [Image]). numpy, pandas and matplotlib are installed. "
+    "The current working directory holds the user's uploaded files; save new files there. "
+    "There is no internet access. When you have the result, answer in words."
+)
+
+
+def start_kernel() -> KernelSession:
+    workdir = settings().data_dir / "workspaces" / uuid.uuid4().hex
+    kernel = KernelSession(workdir, memory_limit_bytes=settings().kernel_memory_mb * 1024 * 1024)
+    # Pre-warm: the kernel starts while the page draws, so the first run does not wait for it.
+    threading.Thread(target=kernel.start, daemon=True).start()
+    return kernel
+
+
+@st.cache_resource(
+    scope="session",
+    show_spinner=False,
+    validate=lambda kernel: not kernel.closed,
+    on_release=lambda kernel: kernel.shutdown(),
+)
+def session_kernel() -> KernelSession:
+    """One kernel per browser session, shut down when the session ends (or after idling)."""
+    return start_kernel()
+
+
+def kernel_sidebar(kernel: KernelSession) -> None:
+    with st.sidebar.expander("Kernel", expanded=True):
+        left, right = st.columns(2)
+        if left.button("⏹ Interrupt", key="ci_interrupt", help="Stop the running code (KeyboardInterrupt)"):
+            kernel.interrupt()
+        if right.button("🔄 Restart", key="ci_restart", help="Fresh kernel: variables are lost, files stay"):
+            kernel.restart()
+            st.toast("Kernel restarted.")
+        st.caption(f"Working directory: `{kernel.workdir.name}`")
+        files = kernel.list_files()
+        for path in files[:50]:
+            size = path.stat().st_size
+            if size > MAX_DOWNLOAD_BYTES:
+                st.caption(f"{path.name} ({size // 1024 // 1024} MB, too large to download here)")
+            else:
+                st.download_button(
+                    f"⬇️ {path.name}", path.read_bytes(), file_name=path.name, key=f"download_{path.name}"
+                )
+        if not files:
+            st.caption("No files yet. Attach files to a message to upload them.")
+
+
+def save_uploads(kernel: KernelSession, uploads: list) -> list[str]:
+    """Store attached files in the working directory; returns the names the model is told."""
+    saved = []
+    for upload in uploads:
+        try:
+            saved.append(kernel.save_upload(upload.name, upload.getvalue()).name)
+        except ValueError as error:
+            st.error(f"{upload.name}: {error}")
+    return saved
+
+
+shutdown_idle(IDLE_KERNEL_S)
+client = get_client()
+kernel = session_kernel()
+messages = state.conversation(MODE)
+params = sampling_controls(MODE, {"temperature": 0.3})
+system_prompt = st.sidebar.text_area("System prompt", DEFAULT_SYSTEM_PROMPT, height=200, key=f"{MODE}_system_prompt")
+kernel_sidebar(kernel)
+model_facts(client, messages)
+
+st.title("🧑‍💻 Code Interpreter")
+render_history(messages)
+if messages and st.button("🧹 Clear", key="ci_clear"):
+    state.clear(MODE)
+    st.rerun()
+
+submission = st.chat_input(
+    "Ask for an analysis, a plot, a calculation… (attach files with the clip)",
+    accept_file="multiple",
+    submit_mode="stop",
+    key="ci_input",
+)
+if submission is not None and (submission.text.strip() or submission.files):
+    names = save_uploads(kernel, submission.files)
+    text = submission.text.strip()
+    if names:
+        text += "\n\n[Uploaded to the working directory: " + ", ".join(names) + "]"
+    messages.append(Message.user(text.strip()))
+    with st.chat_message("user", avatar="🧑"):
+        st.markdown(text)
+
+if messages and messages[-1].role == "user":
+    state.set_system_prompt(messages, system_prompt)
+    progress = CallProgress()
+    executor = kernel_executor(kernel, settings().kernel_timeout_s, on_wait=progress)
+    turn = run_turn(client, messages, executor, [INTERPRETER_TOOL], max_rounds=settings().max_rounds, **params)
+    stream_turn(turn, progress)
+    st.rerun()

@@ -11,7 +11,7 @@ PORT ?= 8501
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test setup setup-dev lint format bench clean-cache
+.PHONY: run test setup setup-dev system-deps lint format bench clean-cache
 
 run: setup
 	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
@@ -24,7 +24,21 @@ test: setup-dev
 setup: $(VENV)/.runtime-installed
 	@$(PY) -m glm_client.embedded
 
-setup-dev: setup $(VENV)/.dev-installed
+setup-dev: setup $(VENV)/.dev-installed system-deps
+
+# Debian packages the tests use: headless Chromium (browser test), an emoji font for its
+# screenshots, and a PostgreSQL server (the store's second backend). Installed once.
+DEBIAN_PACKAGES := chromium fonts-noto-color-emoji postgresql
+system-deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "Installing Debian packages: $$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		else \
+			echo "Missing Debian packages ($$missing): their tests will be skipped. Install them with sudo apt-get install $$missing"; \
+		fi; \
+	fi
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ui.access import require_password
+
 st.set_page_config(page_title="GLM Workbench", page_icon="🧪", layout="wide")
+require_password()
 
 pages = [
     st.Page("pages/chat.py", title="Chat", icon="💬", default=True),

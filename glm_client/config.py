@@ -25,7 +25,11 @@ QUANTIZE = ("none", "4", "8")
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """Sampling settings of one reply. temperature 0 means greedy decoding."""
+    """Sampling settings of one reply. temperature 0 means greedy decoding.
+
+    `force_tool` ("any" or a tool's name) makes the reply a call to one of the offered
+    tools (or that one), by constrained decoding (glm_client/constrained.py).
+    """
 
     temperature: float = 0.8
     top_p: float = 0.8
@@ -33,6 +37,7 @@ class GenerationParams:
     repetition_penalty: float = 1.1
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    force_tool: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.temperature <= 2.0:
@@ -43,6 +48,8 @@ class GenerationParams:
             raise ConfigError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}.")
         if not 0.5 <= self.repetition_penalty <= 2.0:
             raise ConfigError(f"repetition_penalty must be between 0.5 and 2, got {self.repetition_penalty}.")
+        if self.force_tool is not None and not (isinstance(self.force_tool, str) and self.force_tool.strip()):
+            raise ConfigError(f'force_tool must be "any" or the name of a tool, got {self.force_tool!r}.')
 
     @classmethod
     def from_kwargs(cls, **kwargs: object) -> GenerationParams:
@@ -105,7 +112,7 @@ def default_data_dir(env: Mapping[str, str]) -> Path:
 class Settings:
     model_path: str = ""
     openai_base_url: str = ""
-    openai_api_key: str = ""
+    openai_api_key: str = field(default="", repr=False)
     openai_model: str = ""
     dialect: str = "auto"
     device: str = "auto"
@@ -117,7 +124,8 @@ class Settings:
     enable_shell_tool: bool = False
     cache_dir: Path = field(default_factory=lambda: default_cache_dir(os.environ))
     data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
-    app_password: str = ""
+    database_url: str = ""  # empty: SQLite in data_dir
+    app_password: str = field(default="", repr=False)  # never in logs
     kernel_timeout_s: float = 60.0
     kernel_memory_mb: int = 2048
 
@@ -139,6 +147,7 @@ class Settings:
             enable_shell_tool=_flag(env, "ENABLE_SHELL_TOOL"),
             cache_dir=Path(env["GLM_CACHE_DIR"]) if env.get("GLM_CACHE_DIR") else default_cache_dir(env),
             data_dir=Path(env["DATA_DIR"]) if env.get("DATA_DIR") else default_data_dir(env),
+            database_url=env.get("DATABASE_URL", "").strip(),
             app_password=env.get("APP_PASSWORD", ""),
             kernel_timeout_s=float(_number(env, "KERNEL_TIMEOUT", 60.0, 1.0, float)),
             kernel_memory_mb=int(_number(env, "KERNEL_MEMORY_MB", 2048, 256)),

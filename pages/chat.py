@@ -7,7 +7,8 @@ import streamlit as st
 from glm_client import Message
 from glm_client.agent import run_turn
 from ui import state
-from ui.conversation import render_history, stream_turn
+from ui.conversation import answer, render_history
+from ui.history import history_sidebar
 from ui.model import get_client
 from ui.sidebar import model_facts, sampling_controls
 
@@ -15,7 +16,9 @@ MODE = "chat"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful, concise assistant."
 
 client = get_client()
-messages = state.conversation(MODE)
+conversation = state.current(MODE)
+messages = conversation.messages
+history_sidebar(conversation)
 params = sampling_controls(MODE)
 system_prompt = st.sidebar.text_area("System prompt", DEFAULT_SYSTEM_PROMPT, key=f"{MODE}_system_prompt")
 model_facts(client, messages)
@@ -27,8 +30,8 @@ regenerate = False
 if any(m.role == "user" for m in messages):
     left, right, _ = st.columns([1, 1, 4])
     regenerate = left.button("🔄 Regenerate", key="chat_regenerate", help="Answer the last message again")
-    if right.button("🧹 Clear", key="chat_clear", help="Start a new conversation"):
-        state.clear(MODE)
+    if right.button("🧹 Clear", key="chat_clear", help="Start a new conversation (this one stays in the list)"):
+        state.open_conversation(MODE, None)
         st.rerun()
 
 prompt = st.chat_input("Message the model", submit_mode="stop", key="chat_input")
@@ -37,10 +40,12 @@ if prompt is not None and prompt.strip():
     with st.chat_message("user", avatar="🧑"):
         st.markdown(prompt)
 elif regenerate:
-    state.drop_last_reply(messages)
+    state.drop_last_reply(conversation)
     st.rerun()  # redraw without the old reply, then answer below
 
 if messages and messages[-1].role == "user":
-    state.set_system_prompt(messages, system_prompt)
-    stream_turn(run_turn(client, messages, **params))
+    conversation.set_system_prompt(system_prompt)
+    conversation.save()
+    conversation.save_params(params)
+    answer(conversation, run_turn(client, messages, **params))
     st.rerun()

@@ -13,7 +13,8 @@ from glm_client.dialects.base import INTERPRETER_TOOL
 from kernel import KernelSession, shutdown_idle
 from kernel.executor import kernel_executor
 from ui import state
-from ui.conversation import CallProgress, render_history, stream_turn
+from ui.conversation import CallProgress, answer, render_history
+from ui.history import history_sidebar
 from ui.model import get_client, settings
 from ui.sidebar import model_facts, sampling_controls
 
@@ -84,7 +85,9 @@ def save_uploads(kernel: KernelSession, uploads: list) -> list[str]:
 shutdown_idle(IDLE_KERNEL_S)
 client = get_client()
 kernel = session_kernel()
-messages = state.conversation(MODE)
+conversation = state.current(MODE)
+messages = conversation.messages
+history_sidebar(conversation)
 params = sampling_controls(MODE, {"temperature": 0.3})
 system_prompt = st.sidebar.text_area("System prompt", DEFAULT_SYSTEM_PROMPT, height=200, key=f"{MODE}_system_prompt")
 kernel_sidebar(kernel)
@@ -92,8 +95,8 @@ model_facts(client, messages)
 
 st.title("🧑‍💻 Code Interpreter")
 render_history(messages)
-if messages and st.button("🧹 Clear", key="ci_clear"):
-    state.clear(MODE)
+if messages and st.button("🧹 Clear", key="ci_clear", help="Start a new conversation (this one stays in the list)"):
+    state.open_conversation(MODE, None)
     st.rerun()
 
 submission = st.chat_input(
@@ -112,9 +115,11 @@ if submission is not None and (submission.text.strip() or submission.files):
         st.markdown(text)
 
 if messages and messages[-1].role == "user":
-    state.set_system_prompt(messages, system_prompt)
+    conversation.set_system_prompt(system_prompt)
+    conversation.save()
+    conversation.save_params(params)
     progress = CallProgress()
     executor = kernel_executor(kernel, settings().kernel_timeout_s, on_wait=progress)
     turn = run_turn(client, messages, executor, [INTERPRETER_TOOL], max_rounds=settings().max_rounds, **params)
-    stream_turn(turn, progress)
+    answer(conversation, turn, progress)
     st.rerun()

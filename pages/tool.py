@@ -10,7 +10,8 @@ from tools import get_tool_status, get_tools, load_tools_dir
 from tools.adhoc import EXAMPLE, parse_tool_definitions
 from tools.executor import tool_executor
 from ui import state
-from ui.conversation import call_title, render_history, stream_turn
+from ui.conversation import answer, call_title, render_history
+from ui.history import history_sidebar
 from ui.model import get_client, settings
 from ui.sidebar import model_facts, sampling_controls
 
@@ -43,7 +44,9 @@ def pending_calls(messages: list[Message]) -> list[ToolCall]:
 
 
 client = get_client()
-messages = state.conversation(MODE)
+conversation = state.current(MODE)
+messages = conversation.messages
+history_sidebar(conversation)
 params = sampling_controls(MODE, {"temperature": 0.2})  # tool calls are more reliable at low temperature
 system_prompt = st.sidebar.text_area("System prompt", DEFAULT_SYSTEM_PROMPT, key=f"{MODE}_system_prompt")
 manual = st.sidebar.toggle("Manual mode", key="tool_manual", help="Describe tools yourself and type their results")
@@ -73,8 +76,8 @@ st.title("🛠️ Tool")
 st.caption(f"{len(tools)} tool(s) offered: " + (", ".join(f"`{name}`" for name in names) or "none"))
 render_history(messages)
 
-if messages and st.button("🧹 Clear", key="tool_clear"):
-    state.clear(MODE)
+if messages and st.button("🧹 Clear", key="tool_clear", help="Start a new conversation (this one stays in the list)"):
+    state.open_conversation(MODE, None)
     st.rerun()
 
 answer_pending = False
@@ -95,7 +98,11 @@ if prompt is not None and prompt.strip():
         st.markdown(prompt)
 
 if messages and (messages[-1].role == "user" or answer_pending):
-    state.set_system_prompt(messages, system_prompt)
+    conversation.set_system_prompt(system_prompt)
+    conversation.save()
+    conversation.save_params({**params, "force_tool": force_tool, "manual": manual})
     extra = {"force_tool": force_tool} if force_tool and messages[-1].role == "user" else {}
-    stream_turn(run_turn(client, messages, executor, tools, max_rounds=settings().max_rounds, **params, **extra))
+    answer(
+        conversation, run_turn(client, messages, executor, tools, max_rounds=settings().max_rounds, **params, **extra)
+    )
     st.rerun()

@@ -30,3 +30,19 @@ def embedded_client() -> LocalClient:
 @pytest.fixture
 def scripted() -> ScriptedClient:
     return ScriptedClient()
+
+
+@pytest.fixture(autouse=True)
+def isolated_data_dir(monkeypatch, tmp_path):
+    """Every test gets its own data directory: conversations and workspaces never leak between tests."""
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("APP_PASSWORD", raising=False)
+    import ui.model
+    import ui.state
+
+    ui.model.settings.clear()
+    ui.state.conversation_store.clear()
+    yield tmp_path / "data"
+    ui.state.conversation_store.clear()
+    ui.model.settings.clear()

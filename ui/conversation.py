@@ -7,7 +7,7 @@ writes is shown, never executed; Markdown and $LaTeX$ render.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import streamlit as st
@@ -15,6 +15,8 @@ import streamlit as st
 from glm_client import Done, Message, Notice, TextDelta, ToolCall, ToolCallStart
 from glm_client.agent import AgentEvent, ObservationEvent, RoundLimitReached
 from glm_client.messages import IMAGE_PLACEHOLDER
+from store import DraftWriter
+from ui.state import OpenConversation
 
 CURSOR = "▌"
 AVATARS = {"user": "🧑", "assistant": "🤖"}
@@ -119,8 +121,17 @@ class CallProgress:
             self._slot.caption(f"⏳ running for {elapsed_s:.0f} s — Stop interrupts it")
 
 
-def stream_turn(events: Iterator[AgentEvent], progress: CallProgress | None = None) -> None:
-    """Render one agent turn live inside an assistant bubble."""
+def stream_turn(
+    events: Iterator[AgentEvent],
+    progress: CallProgress | None = None,
+    on_text: Callable[[str], None] | None = None,
+    on_observation: Callable[[], None] | None = None,
+) -> None:
+    """Render one agent turn live inside an assistant bubble.
+
+    `on_text(reply_so_far)` follows the streamed text (to save drafts);
+    `on_observation()` runs after each executed call (to save the finished round).
+    """
     with st.chat_message("assistant", avatar=AVATARS["assistant"]):
         text_box = st.empty()
         text = ""
@@ -129,6 +140,8 @@ def stream_turn(events: Iterator[AgentEvent], progress: CallProgress | None = No
             if isinstance(event, TextDelta):
                 text += event.text
                 text_box.markdown(text + CURSOR)
+                if on_text is not None:
+                    on_text(text)
             elif isinstance(event, ToolCallStart):
                 text_box.markdown(text)
                 status = st.status(f"Calling `{event.name}`…" if event.name else "Calling a tool…", state="running")
@@ -155,6 +168,8 @@ def stream_turn(events: Iterator[AgentEvent], progress: CallProgress | None = No
                 status = None
                 text = ""
                 text_box = st.empty()  # the next round writes below the call
+                if on_observation is not None:
+                    on_observation()
             elif isinstance(event, Notice):
                 st.info(event.message, icon="ℹ️")
             elif isinstance(event, RoundLimitReached):
@@ -165,3 +180,24 @@ def stream_turn(events: Iterator[AgentEvent], progress: CallProgress | None = No
                     st.error(event.error or "The model failed.")
                 elif event.finish_reason == "length":
                     st.caption("✂️ The reply reached the max-new-tokens limit.")
+
+
+def answer(conversation: OpenConversation, events: Iterator[AgentEvent], progress: CallProgress | None = None) -> None:
+    """Stream a turn into the page and into the store: drafts while text streams, each
+    finished message as it completes, and whatever exists when the user stops."""
+    drafts: list[DraftWriter | None] = [None]
+
+    def save_draft(text: str) -> None:
+        if drafts[0] is None:
+            drafts[0] = conversation.draft_writer()
+        if drafts[0] is not None:
+            drafts[0].update(Message.assistant(text))
+
+    def save_round() -> None:
+        conversation.save()
+        drafts[0] = None  # the next reply goes to the next position
+
+    try:
+        stream_turn(events, progress, on_text=save_draft, on_observation=save_round)
+    finally:
+        conversation.save()

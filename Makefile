@@ -11,10 +11,20 @@ PORT ?= 8501
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test setup setup-dev system-deps lint format bench clean-cache
+API_PORT ?= 8000
+
+.PHONY: run test serve chat setup setup-dev system-deps lint format bench clean-cache
 
 run: setup
 	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
+
+# The OpenAI-compatible API server on the configured model.
+serve: setup
+	$(PY) -m glm_client.server --host $(HOST) --port $(API_PORT)
+
+# Terminal chat; e.g. make chat ARGS="--tools" or ARGS="--interpreter".
+chat: setup
+	$(PY) -m glm_client.cli $(ARGS)
 
 test: setup-dev
 	$(VENV)/bin/ruff check .
@@ -64,6 +74,8 @@ format:
 
 bench: setup-dev
 	$(PY) bench/bench_generate.py
+	$(PY) bench/bench_kernel.py
+	$(PY) bench/bench_server.py
 
 clean-cache:
 	rm -rf $${XDG_CACHE_HOME:-$$HOME/.cache}/glm-workbench/models

@@ -33,6 +33,7 @@ def history_sidebar(conversation: OpenConversation) -> None:
             ):
                 open_conversation(mode, summary.id)
                 st.rerun()
+    with st.sidebar.expander("Import", expanded=False):
         import_box(mode)
     if conversation.id is not None:
         current_sidebar(conversation)

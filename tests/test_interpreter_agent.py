@@ -1,0 +1,66 @@
+"""The Code Interpreter loop end to end with the real embedded model and a real kernel.
+
+The model's arithmetic is not the point (a 135M model gets sums wrong); the
+pipeline is: its code block becomes an interpreter call, the kernel runs it, the
+observation goes back into the prompt, and the model answers after reading it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from glm_client import Message, ToolCall
+from glm_client.agent import ObservationEvent, run_turn
+from glm_client.dialects.base import INTERPRETER_TOOL
+from kernel import KernelSession
+from kernel.executor import kernel_executor
+
+pytestmark = [pytest.mark.model, pytest.mark.kernel]
+
+SYSTEM = (
+    "You are a helpful assistant that solves tasks by writing Python code. Write the code in one ```python block; "
+    "it runs in a Jupyter kernel and you will see its output. When you have the result, answer in words."
+)
+
+
+def test_model_code_runs_in_the_kernel_and_the_model_reads_the_output(embedded_client, tmp_path):
+    conversation = [
+        Message.system(SYSTEM),
+        Message.user("Write Python code that prints the sum of the numbers from 1 to 100."),
+    ]
+    prompts: list[list[Message]] = []
+    original_stream = embedded_client.stream
+
+    def recording_stream(messages, tools=None, **params):
+        prompts.append(list(messages))
+        return original_stream(messages, tools, **params)
+
+    with KernelSession(tmp_path / "work") as session:
+        embedded_client.stream = recording_stream
+        try:
+            events = list(
+                run_turn(
+                    embedded_client,
+                    conversation,
+                    kernel_executor(session, timeout=30),
+                    [INTERPRETER_TOOL],
+                    max_rounds=2,
+                    temperature=0.0,
+                    max_new_tokens=150,
+                )
+            )
+        finally:
+            del embedded_client.stream
+    calls = [event for event in events if isinstance(event, ToolCall)]
+    observations = [event for event in events if isinstance(event, ObservationEvent)]
+    assert calls and calls[0].is_interpreter and "print" in calls[0].code
+    assert len(observations) == len(calls)
+    first = observations[0].message
+    assert first.role == "observation" and first.name == "interpreter" and first.meta["status"] in ("ok", "error")
+    # The kernel really ran the model's code: running it again gives the same output.
+    with KernelSession(tmp_path / "again") as check:
+        assert first.content == check.execute(calls[0].code, timeout=30).to_observation()
+    # The second round's prompt ends with that observation, and the model then answered.
+    assert prompts[1][-1].content == first.content
+    assert conversation[-1].role in ("assistant", "observation")
+    assert [m.role for m in conversation[:4]] == ["system", "user", "assistant", "observation"]

@@ -13,9 +13,9 @@ st.set_page_config(page_title="GLM Workbench", page_icon="🧪", layout="wide")
 require_password()
 
 pages = [
-    st.Page("pages/chat.py", title="Chat", icon="💬", default=True),
-    st.Page("pages/tool.py", title="Tool", icon="🛠️"),
-    st.Page("pages/code_interpreter.py", title="Code Interpreter", icon="🧑‍💻"),
+    st.Page("modes/chat.py", title="Chat", icon="💬", default=True),
+    st.Page("modes/tool.py", title="Tool", icon="🛠️"),
+    st.Page("modes/code_interpreter.py", title="Code Interpreter", icon="🧑‍💻"),
 ]
 navigation = st.navigation(pages)
 st.sidebar.caption("GLM Workbench · models run on this machine")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,8 +28,9 @@ def observation_of(result: ExecutionResult, call_id: str | None = None) -> Messa
     )
     message.meta["status"] = result.status
     message.meta["duration_s"] = round(result.duration_s, 3)
-    if result.text != message.content:
-        message.meta["full_text"] = result.text
+    untruncated = result.to_observation(max_chars=sys.maxsize)
+    if untruncated != message.content:  # the model got a head-and-tail copy; keep all of it for the user
+        message.meta["full_text"] = untruncated
     return message
 
 

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 import ui.model
 from glm_client.testing import ScriptedClient
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "chat.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "modes" / "chat.py")
 
 
 @pytest.fixture

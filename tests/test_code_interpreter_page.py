@@ -12,7 +12,7 @@ import ui.model
 from glm_client import INTERPRETER, ToolCall
 from glm_client.testing import ScriptedClient
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "code_interpreter.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "modes" / "code_interpreter.py")
 PLOT = "import matplotlib.pyplot as plt\nprint('before')\nplt.plot([1, 4, 9])\nplt.show()\nprint('after')"
 
 pytestmark = pytest.mark.kernel

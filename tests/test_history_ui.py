@@ -13,7 +13,7 @@ import ui.state
 from glm_client import TextDelta
 from glm_client.testing import ScriptedClient
 
-PAGES = Path(__file__).resolve().parent.parent / "pages"
+PAGES = Path(__file__).resolve().parent.parent / "modes"
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from glm_client.backends.openai import OpenAIClient
 from glm_client.server import create_app, serve_in_thread
 from glm_client.testing import ScriptedClient
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "chat.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "modes" / "chat.py")
 WEATHER_TOOL = {
     "type": "function",
     "function": {

@@ -11,7 +11,7 @@ import ui.model
 from glm_client import ToolCall
 from glm_client.testing import ScriptedClient
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "tool.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "modes" / "tool.py")
 
 
 @pytest.fixture

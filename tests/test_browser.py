@@ -1,0 +1,216 @@
+"""End to end in headless Chromium against `streamlit run app.py` on 127.0.0.1.
+
+Real app, real embedded model, real kernel, real browser. Screenshots land in
+artifacts/screenshots/ (the README's picture is one of them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # CI runs as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",  # this machine has no internet: no phoning home
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it)"
+    ),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+class App:
+    """A `streamlit run app.py` process on a free port of 127.0.0.1."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.extra_env = env or {}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> App:
+        env = {k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "OPENAI_BASE_URL", "APP_PASSWORD")}
+        env.update({"DATA_DIR": str(self.data_dir), "HF_HUB_OFFLINE": "1", **self.extra_env})
+        command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port)]
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for(f"{self.url}/_stcore/health")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+            self.process = None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    yield page
+    context.close()
+
+
+def send(page, text: str) -> None:
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.fill(text)
+    box.press("Enter")
+
+
+def assistant_text(page) -> str:
+    messages = page.get_by_test_id("stChatMessage")
+    return messages.nth(messages.count() - 1).inner_text() if messages.count() >= 2 else ""
+
+
+def shoot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+@pytest.mark.model
+def test_chat_streams_a_reply_and_the_conversation_survives_a_reload(page, tmp_path):
+    app = App(tmp_path / "data").start()
+    try:
+        page.goto(app.url)
+        page.get_by_test_id("stChatInputTextArea").wait_for()
+        send(page, "What is the capital of France?")
+        # Watch the reply grow: several distinct lengths means it streamed, not arrived whole.
+        lengths: list[int] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            lengths.append(len(assistant_text(page)))
+            if page.get_by_test_id("stChatInputTextArea").is_enabled() and lengths[-1] > 0 and "?c=" in page.url:
+                break
+            time.sleep(0.1)
+        reply = assistant_text(page)
+        assert reply.strip(), "no reply appeared"
+        assert len({n for n in lengths if n > 0}) >= 3, f"the reply did not stream: {lengths}"
+        shoot(page, "chat")
+
+        url = page.url
+        assert "?c=" in url
+        page.reload()
+        page.get_by_test_id("stChatMessage").nth(1).wait_for()
+        assert (
+            page.get_by_test_id("stChatMessage").nth(0).inner_text().strip().endswith("What is the capital of France?")
+        )
+        assert assistant_text(page).strip() == reply.strip()
+
+        # A restarted app finds it too.
+        app.stop()
+        app.start()
+        page.goto(url.replace(url.split("/")[2], f"127.0.0.1:{app.port}"))
+        page.get_by_test_id("stChatMessage").nth(1).wait_for()
+        assert assistant_text(page).strip() == reply.strip()
+    finally:
+        app.stop()
+
+
+PLOT_CODE = (
+    "import matplotlib.pyplot as plt\n"
+    "xs = list(range(20))\n"
+    "plt.plot(xs, [x * x for x in xs])\n"
+    "plt.title('squares')\n"
+    "plt.show()\n"
+    "print('plotted', len(xs), 'points')"
+)
+
+
+def test_code_interpreter_runs_a_plot_and_shows_the_image(page, tmp_path):
+    """The model is scripted (a 135M model can't be relied on to write working plot code) and served
+    over real HTTP by the project's own API server; everything else is real: app, kernel, browser."""
+    from glm_client import INTERPRETER, ToolCall
+    from glm_client.server import create_app, serve_in_thread
+    from glm_client.testing import ScriptedClient
+
+    model = ScriptedClient([[ToolCall(INTERPRETER, {"code": PLOT_CODE})], "Here is the plot of the squares."])
+    with serve_in_thread(create_app(model)) as base_url:
+        app = App(tmp_path / "data", {"OPENAI_BASE_URL": f"{base_url}/v1"}).start()
+        try:
+            page.goto(f"{app.url}/code_interpreter")
+            page.get_by_test_id("stChatInputTextArea").wait_for()
+            send(page, "Plot the squares of 0..19")
+            page.get_by_text("Here is the plot of the squares.").wait_for()
+            page.wait_for_function("document.querySelectorAll('[data-testid=\"stChatInputTextArea\"]:not([disabled])').length > 0")
+            image = page.locator("[data-testid='stImage'] img").first
+            image.wait_for()
+            assert image.evaluate("img => img.naturalWidth") > 100
+            assert page.get_by_text("plotted 20 points").count() >= 1
+            shoot(page, "code_interpreter")
+        finally:
+            app.stop()
+    observation = model.requests[1][0][-1]
+    assert observation.role == "observation" and "[Image]" in observation.content
+
+
+def test_with_a_password_every_url_asks_for_it_first(page, tmp_path):
+    """A mode's own URL must not skip the gate (Streamlit runs a `pages/` folder's files on their own;
+    that is why the modes live in `modes/`)."""
+    app = App(tmp_path / "data", {"APP_PASSWORD": "let me in"}).start()
+    try:
+        for path in ("", "/code_interpreter", "/tool"):
+            page.goto(f"{app.url}{path}")
+            page.get_by_text("Password").first.wait_for()
+            assert page.get_by_test_id("stChatInputTextArea").count() == 0
+        page.get_by_label("Password", exact=True).fill("let me in")
+        page.get_by_role("button", name="Enter").click()
+        page.get_by_test_id("stChatInputTextArea").wait_for()
+        assert "let me in" not in page.url
+    finally:
+        app.stop()

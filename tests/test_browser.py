@@ -187,7 +187,9 @@ def test_code_interpreter_runs_a_plot_and_shows_the_image(page, tmp_path):
             page.get_by_test_id("stChatInputTextArea").wait_for()
             send(page, "Plot the squares of 0..19")
             page.get_by_text("Here is the plot of the squares.").wait_for()
-            page.wait_for_function("document.querySelectorAll('[data-testid=\"stChatInputTextArea\"]:not([disabled])').length > 0")
+            page.wait_for_function(
+                "document.querySelectorAll('[data-testid=\"stChatInputTextArea\"]:not([disabled])').length > 0"
+            )
             image = page.locator("[data-testid='stImage'] img").first
             image.wait_for()
             assert image.evaluate("img => img.naturalWidth") > 100

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from glm_client.config import ConfigError, GenerationParams
+from glm_client.constrained import TokenConstraint, ToolCallGrammars, forced_tools
 from glm_client.detokenize import IncrementalDecoder, StopStrings
 from glm_client.dialects.base import Dialect, ToolSchema
 from glm_client.events import Done, Event, Notice, TextDelta, Timings, Usage
@@ -74,6 +75,8 @@ class LocalClient:
             context_length=engine.info.context_length,
         )
         self._stop_ids = set(dialect.stop_token_ids())
+        self._grammars: ToolCallGrammars | None = None  # built at the first forced call
+        self._grammars_lock = threading.Lock()
 
     def chat(self, messages: list[Message], tools: list[ToolSchema] | None = None, **params: Any) -> str:
         return collect_text(self.stream(messages, tools, **params))
@@ -89,6 +92,7 @@ class LocalClient:
         started = time.perf_counter()
         try:
             settings = GenerationParams.from_kwargs(**params)
+            constraint = self._forced_call(tools, settings.force_tool) if settings.force_tool else None
             prompt, dropped = self.fit_context(messages, tools, settings.max_new_tokens)
         except (ConfigError, ValueError) as error:
             yield Done("error", error=str(error))
@@ -117,7 +121,7 @@ class LocalClient:
         first_token_at: float | None = None
         made_call = False
         try:
-            for token in self.engine.generate(prompt, settings, self._stop_ids, cancel):
+            for token in self.engine.generate(prompt, settings, self._stop_ids, cancel, constraint):
                 generated += 1
                 first_token_at = first_token_at or time.perf_counter()
                 events = parser.feed(stops.feed(decoder.push(token)))
@@ -145,6 +149,21 @@ class LocalClient:
         else:
             reason = "stop"
         yield Done(reason, Usage(len(prompt), generated), self._timings(started, first_token_at, generated))
+
+    def _forced_call(self, tools: list[ToolSchema] | None, force: str) -> TokenConstraint:
+        """The constraint that makes the reply a call to one of `tools` ("any") or to the one named."""
+        chosen = forced_tools(tools, force)
+        syntax = self.dialect.call_syntax()
+        if syntax is None:
+            raise ValueError(
+                f"Forcing a tool call is not supported with the {self.dialect.name} dialect yet; unset force_tool."
+            )
+        with self._grammars_lock:
+            if self._grammars is None:
+                vocab_size = getattr(self.engine.model.config, "vocab_size", None) or len(self.engine.tokenizer)
+                with self.engine.tokenizer_lock:
+                    self._grammars = ToolCallGrammars(self.engine.tokenizer, vocab_size)
+        return self._grammars.constraint(chosen, syntax)
 
     def fit_context(
         self, messages: list[Message], tools: list[ToolSchema] | None, max_new_tokens: int

@@ -9,15 +9,19 @@ sessions share one model and take turns token by token).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from glm_client.config import GenerationParams
+
+if TYPE_CHECKING:
+    from glm_client.constrained import TokenConstraint
 
 # Beyond this the KV cache of a long chat would eat a laptop's memory; CONTEXT_LENGTH overrides.
 MAX_AUTO_CONTEXT = 32768
@@ -149,10 +153,19 @@ class TransformersEngine:
         params: GenerationParams,
         stop_ids: set[int],
         cancel: threading.Event | None = None,
+        constraint: TokenConstraint | None = None,
     ) -> Iterator[int]:
-        """Yield new token ids until a stop id, max_new_tokens, or `cancel` is set."""
+        """Yield new token ids until a stop id, max_new_tokens, or `cancel` is set.
+
+        A `constraint` (a forced tool call) masks the logits before each pick, greedy
+        or sampled alike, and ends the reply when its text is complete.
+        """
         from transformers import DynamicCache
 
+        if constraint is not None:
+            # The prompt spells the call's quotes and braces and the user's values, which a forced
+            # call must repeat: penalising them kept strings from closing (bench/bench_constrained.py).
+            params = dataclasses.replace(params, repetition_penalty=1.0)
         generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
         seen = torch.tensor(sorted(set(input_ids)), dtype=torch.long)
         cache = DynamicCache()
@@ -164,10 +177,15 @@ class TransformersEngine:
                 with self._forward_lock:
                     output = self.model(input_ids=step_input, past_key_values=cache, use_cache=True)
                 logits = output.logits[0, -1].float().cpu()
+                if constraint is not None:
+                    constraint.mask(logits)
                 token = next_token(logits, seen, params, generator)
                 if token in stop_ids:
                     return
+                complete = constraint is not None and constraint.accept(token)
                 yield token
+                if complete:
+                    return
                 if params.repetition_penalty != 1.0:
                     seen = torch.cat([seen, torch.tensor([token])])
                 step_input = torch.tensor([[token]], dtype=torch.long, device=self.device)

@@ -7,6 +7,7 @@ own beyond what the tokenizer defines, and knows nothing of devices or speed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from glm_client.events import Event
@@ -41,6 +42,24 @@ class Dialect(Protocol):
         ...
 
     def new_parser(self, tools: list[ToolSchema] | None = None) -> OutputParser: ...
+
+    def call_syntax(self) -> CallSyntax | None:
+        """How a forced tool call is written, or None when this dialect can't force one."""
+        ...
+
+
+@dataclass(frozen=True)
+class CallSyntax:
+    """The text of one tool call, for forcing it by constrained decoding.
+
+    A JSON `{"name": ..., "arguments": {...}}` object between `open` and `close`.
+    With `code_fence`, the interpreter is called by a ```python fence instead (the
+    way templates without tool support call it), so the parser reads it back.
+    """
+
+    open: str = "<tool_call>"
+    close: str = "</tool_call>"
+    code_fence: bool = False
 
 
 def function_of(tool: ToolSchema) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from glm_client.dialects.base import ToolSchema, split_interpreter
+from glm_client.dialects.base import CallSyntax, ToolSchema, split_interpreter
 from glm_client.dialects.json_calls import JsonCallParser
 from glm_client.dialects.tool_prompt import (
     render_call_for_history,
@@ -67,6 +67,11 @@ class ChatTemplateDialect:
         if self.native_tools:
             return JsonCallParser(list(tools or []) or None)
         return JsonCallParser(ordinary or None, interpreter=interpreter)
+
+    def call_syntax(self) -> CallSyntax:
+        if self.native_tools:  # the Qwen/Hermes layout these templates describe
+            return CallSyntax("<tool_call>\n", "\n</tool_call>")
+        return CallSyntax(code_fence=True)
 
     # --- history ------------------------------------------------------------------
     @staticmethod

@@ -160,6 +160,10 @@ class ChatGLM3Dialect:
     def new_parser(self, tools: list[ToolSchema] | None = None) -> ChatGLM3Parser:
         return ChatGLM3Parser(tools)
 
+    def call_syntax(self) -> None:
+        """Not yet: a forced call would need a grammar of Python-literal `tool_call(...)` arguments."""
+        return None
+
 
 # --- prompt layout ---------------------------------------------------------------------
 def prompt_messages(messages: list[Message], tools: list[ToolSchema] | None = None) -> list[PromptMessage]:

@@ -132,10 +132,12 @@ def test_chat_streams_a_reply_and_the_conversation_survives_a_reload(page, tmp_p
         send(page, "What is the capital of France?")
         # Watch the reply grow: several distinct lengths means it streamed, not arrived whole.
         lengths: list[int] = []
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            lengths.append(len(assistant_text(page)))
-            if page.get_by_test_id("stChatInputTextArea").is_enabled() and lengths[-1] > 0 and "?c=" in page.url:
+            text = assistant_text(page)
+            lengths.append(len(text))
+            finished = text.strip() and "▌" not in text and page.get_by_test_id("stChatInputTextArea").is_enabled()
+            if finished and "?c=" in page.url:
                 break
             time.sleep(0.1)
         reply = assistant_text(page)

@@ -9,8 +9,8 @@ xgrammar compiles the grammar against the tokenizer's vocabulary and fills a
 token bitmask per step in C++: about 0.3 ms a token here, against about 190 ms for
 lm-format-enforcer, which also let `minimum`/`maximum` through; every call xgrammar
 finished validated (bench/bench_constrained.py). It is imported only when a call is
-forced. The grammar bounds the form, not the length: a sampled string that never
-closes ends at max_new_tokens, and the parser reports the call as cut off.
+forced. Free strings are bounded (FREE_STRING), so a sampled string cannot run on
+to max_new_tokens and leave the call cut off.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from glm_client.dialects.base import CallSyntax, ToolSchema, function_of, split_interpreter
+from glm_client.messages import INTERPRETER
 
 if TYPE_CHECKING:
     import xgrammar
@@ -63,7 +64,9 @@ def call_schema(tools: list[ToolSchema]) -> dict[str, Any]:
     definitions: dict[str, dict[str, Any]] = {}
     for tool in tools:
         function = function_of(tool)
-        parameters = _bounded_strings(dict(function.get("parameters") or {"type": "object", "properties": {}}))
+        parameters = dict(function.get("parameters") or {"type": "object", "properties": {}})
+        if function["name"] != INTERPRETER:  # code is free text: many lines, braces and all
+            parameters = _bounded_strings(parameters)
         for key in ("$defs", "definitions"):
             # A "#/$defs/X" reference now resolves against the call schema: lift the definitions there.
             definitions.setdefault(key, {}).update(parameters.pop(key, {}))

@@ -13,7 +13,7 @@ from chatglm3_tokenizer import train_sentencepiece
 from glm_client import ConfigError, Done, GenerationParams, LocalClient, Message, TextDelta, ToolCall
 from glm_client.agent import ObservationEvent, run_turn
 from glm_client.backends.transformers import EngineInfo
-from glm_client.constrained import call_schema, forced_tools
+from glm_client.constrained import FREE_STRING, call_schema, forced_tools
 from glm_client.dialects.base import INTERPRETER_TOOL, function_of
 from glm_client.dialects.chatglm3 import ChatGLM3Dialect, ChatGLM3Vocab
 from tools import dispatch_tool, get_tools
@@ -90,6 +90,14 @@ def test_the_call_schema_pins_the_name_and_lifts_definitions():
     assert [option["properties"]["name"]["const"] for option in both["anyOf"]] == ["set_thermostat", "f"]
     assert both["$defs"] == {"Point": {"type": "object"}}
     jsonschema.validate({"name": "f", "arguments": {"point": {}}}, both)
+
+
+def test_free_strings_are_bounded_but_the_interpreters_code_is_not():
+    arguments = call_schema([TAGS])["properties"]["arguments"]
+    assert arguments["properties"]["tags"]["items"]["pattern"] == FREE_STRING["pattern"]
+    assert "pattern" not in call_schema([THERMOSTAT])["properties"]["arguments"]["properties"]["mode"]  # an enum
+    code = call_schema([INTERPRETER_TOOL])["properties"]["arguments"]
+    assert code == function_of(INTERPRETER_TOOL)["parameters"]
 
 
 def test_force_tool_must_be_a_name():

@@ -136,12 +136,17 @@ class Timed:
         return self.complete
 
 
+def engine_vocab_size(client: LocalClient) -> int:
+    """Length of the engine's logits (engines that predate `vocab_size` have an HF model)."""
+    return getattr(client.engine, "vocab_size", None) or client.engine.model.config.vocab_size
+
+
 # --- the two libraries behind one interface -----------------------------------------------
 class Xgrammar:
     name = "xgrammar"
 
     def __init__(self, client: LocalClient) -> None:
-        vocab_size = client.engine.model.config.vocab_size
+        vocab_size = engine_vocab_size(client)
         self.grammars = ToolCallGrammars(client.engine.tokenizer, vocab_size)
         self.syntax = client.dialect.call_syntax()
 
@@ -158,7 +163,7 @@ class LmFormatEnforcer:
         from lmformatenforcer import TokenEnforcerTokenizerData
 
         tokenizer = client.engine.tokenizer
-        self.vocab_size = client.engine.model.config.vocab_size
+        self.vocab_size = engine_vocab_size(client)
         self.eos = tokenizer.eos_token_id
         # lmformatenforcer.integrations.transformers fails to import on transformers 5
         # (it wants transformers.tokenization_utils), so its tokenizer data is built here the same way.

@@ -32,6 +32,7 @@ class ModelInfo:
     device: str
     dtype: str
     context_length: int
+    weights: str = ""  # e.g. "int4" when the weights are stored quantized
 
 
 class Client(Protocol):
@@ -73,6 +74,7 @@ class LocalClient:
             device=engine.info.device,
             dtype=engine.info.dtype,
             context_length=engine.info.context_length,
+            weights=engine.info.weights,
         )
         self._stop_ids = set(dialect.stop_token_ids())
         self._grammars: ToolCallGrammars | None = None  # built at the first forced call
@@ -160,9 +162,8 @@ class LocalClient:
             )
         with self._grammars_lock:
             if self._grammars is None:
-                vocab_size = getattr(self.engine.model.config, "vocab_size", None) or len(self.engine.tokenizer)
                 with self.engine.tokenizer_lock:
-                    self._grammars = ToolCallGrammars(self.engine.tokenizer, vocab_size)
+                    self._grammars = ToolCallGrammars(self.engine.tokenizer, self.engine.vocab_size)
         return self._grammars.constraint(chosen, syntax)
 
     def fit_context(

@@ -41,7 +41,9 @@ def model_facts(client: Client, conversation: list[Message]) -> None:
         st.markdown(
             f"**{info.name}**  \n"
             f"backend `{info.backend}` · dialect `{info.dialect}`  \n"
-            f"device `{info.device}` · dtype `{info.dtype}`  \n"
+            f"device `{info.device}` · dtype `{info.dtype}`"
+            + (f" · weights `{info.weights}`" if info.weights else "")
+            + "  \n"
             f"context {info.context_length:,} tokens"
         )
     last = next((m for m in reversed(conversation) if m.role == "assistant" and "tokens_per_s" in m.meta), None)

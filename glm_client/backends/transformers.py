@@ -1,10 +1,16 @@
 """Local engine on Hugging Face transformers: loading, devices, dtypes, and a token loop.
 
 The decode loop is our own rather than `model.generate` with a streamer thread:
-it yields each token from the caller's thread (so streaming costs nothing, measured
-in bench/bench_generate.py), checks the cancel flag between tokens (stop frees the
+it yields each token from the caller's thread (streaming costs nothing: the same
+speed as `generate`, bench/bench_engine.py's bf16 row), checks the cancel flag between tokens (stop frees the
 CPU within one token), and holds a lock only around each forward pass (several
 sessions share one model and take turns token by token).
+
+On CPU, a Llama-family model (the embedded SmolLM2 included) runs instead through
+the packed fast path (fast_llama.py, decoding.py): int4/int8 weights, a prompt cache
+and batched decoding of concurrent sessions, about 4x the speed of this loop
+(bench/bench_engine.py). This loop stays the reference it is tested against, and
+serves every other model and device.
 """
 
 from __future__ import annotations
@@ -18,6 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from glm_client.backends.decoding import SequenceDecoder
+from glm_client.backends.fast_llama import FastLlama, Row, unsupported_reason
+from glm_client.backends.prompt_cache import PromptCache
+from glm_client.backends.sampling import next_token
 from glm_client.config import GenerationParams
 
 if TYPE_CHECKING:
@@ -25,8 +35,18 @@ if TYPE_CHECKING:
 
 # Beyond this the KV cache of a long chat would eat a laptop's memory; CONTEXT_LENGTH overrides.
 MAX_AUTO_CONTEXT = 32768
+# Finished sequences kept for prefix reuse, and the memory their KV caches may hold together.
+PROMPT_CACHE_ENTRIES = 4
+PROMPT_CACHE_BYTES = 512 << 20
+# QUANTIZE on the packed path → bits of the layers' weights and of the output head. The head
+# stays int8: in int4 it cost the embedded model 7% perplexity, int8 under 1% (bench_engine.py).
+PACKED_BITS = {"none": (16, 16), "8": (8, 8), "4": (4, 8)}
 
 Progress = Callable[[str], None]
+
+
+def default_prompt_cache() -> PromptCache:
+    return PromptCache(PROMPT_CACHE_ENTRIES, PROMPT_CACHE_BYTES)
 
 
 class ModelLoadError(RuntimeError):
@@ -40,6 +60,7 @@ class EngineInfo:
     dtype: str
     context_length: int
     model_type: str
+    weights: str = ""  # how the weights are stored when not simply in `dtype`, e.g. "int4"
 
 
 def pick_device(requested: str) -> str:
@@ -51,7 +72,7 @@ def pick_device(requested: str) -> str:
 
 
 def pick_dtype(requested: str, device: str) -> torch.dtype:
-    """bf16 by default: on this 2-core CPU it decodes ~1.5x faster than fp32 (bench/bench_generate.py)."""
+    """bf16 by default: on this 2-core CPU it decodes ~1.5x faster than fp32 (measured with generate)."""
     if requested != "auto":
         return getattr(torch, requested)
     if device == "cuda" and not torch.cuda.is_bf16_supported():
@@ -71,15 +92,37 @@ def read_model_config(path: Path) -> dict[str, Any]:
 
 
 class TransformersEngine:
-    """One loaded causal LM and its tokenizer; `generate` yields token ids."""
+    """One loaded causal LM and its tokenizer; `generate` yields token ids.
 
-    def __init__(self, model: Any, tokenizer: Any, info: EngineInfo) -> None:
+    With `fast` (the model's packed CPU path) tokens come from it, with a prompt cache
+    and batched steps; without, from the reference loop over the model's own forward.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        info: EngineInfo,
+        fast: FastLlama | None = None,
+        prompt_cache: PromptCache | None = None,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.info = info
         self.device = torch.device(info.device)
         self._forward_lock = threading.Lock()
         self.tokenizer_lock = threading.Lock()  # Rust tokenizers refuse concurrent use ("Already borrowed")
+        self.fast = fast
+        self.prompt_cache: PromptCache | None = None
+        self.decoder: SequenceDecoder | None = None
+        if fast is not None:
+            self.prompt_cache = prompt_cache if prompt_cache is not None else default_prompt_cache()
+            self.decoder = SequenceDecoder(fast, Row, info.context_length, self.prompt_cache)
+
+    @property
+    def vocab_size(self) -> int:
+        """Length of a logits vector."""
+        return getattr(self.model.config, "vocab_size", None) or len(self.tokenizer)
 
     @classmethod
     def load(
@@ -128,15 +171,22 @@ class TransformersEngine:
             raise ModelLoadError(
                 f"Could not load the model at {str(path)!r}: {type(error).__name__}: {error}"
             ) from error
-        if quantize != "none":
-            if not hasattr(model, "quantize"):
-                raise ModelLoadError(
-                    f"QUANTIZE={quantize} needs a model whose code offers quantize(bits), such as ChatGLM3."
-                )
+        own_quantize = quantize != "none" and hasattr(model, "quantize")
+        if own_quantize:
             model = model.quantize(int(quantize))
         if not multi_gpu:
             model = model.to(device_name)
         model.eval()
+        fast = None
+        reason = unsupported_reason(model)
+        if quantize != "none" and not own_quantize and (reason or torch_dtype != torch.bfloat16):
+            raise ModelLoadError(
+                f"QUANTIZE={quantize} needs a model whose code offers quantize(bits), such as ChatGLM3, "
+                f"or a Llama-family model on CPU in bfloat16; here {reason or f'the dtype is {torch_dtype}'}."
+            )
+        if not own_quantize and reason is None:
+            progress("Packing the weights for CPU decoding…")
+            fast = FastLlama(model, *PACKED_BITS[quantize])
         declared = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "seq_length", 2048)
         info = EngineInfo(
             name=name or (gguf_file or path.name),
@@ -144,8 +194,9 @@ class TransformersEngine:
             dtype=str(torch_dtype).removeprefix("torch."),
             context_length=context_length or min(int(declared), MAX_AUTO_CONTEXT),
             model_type=model_type,
+            weights=f"int{fast.weight_bits}" if fast is not None and fast.weight_bits != 16 else "",
         )
-        return cls(model, tokenizer, info)
+        return cls(model, tokenizer, info, fast)
 
     def generate(
         self,
@@ -160,6 +211,9 @@ class TransformersEngine:
         A `constraint` (a forced tool call) masks the logits before each pick, greedy
         or sampled alike, and ends the reply when its text is complete.
         """
+        if self.decoder is not None:
+            yield from self.decoder.generate(input_ids, params, stop_ids, cancel, constraint)
+            return
         from transformers import DynamicCache
 
         if constraint is not None:
@@ -189,23 +243,3 @@ class TransformersEngine:
                 if params.repetition_penalty != 1.0:
                     seen = torch.cat([seen, torch.tensor([token])])
                 step_input = torch.tensor([[token]], dtype=torch.long, device=self.device)
-
-
-def next_token(
-    logits: torch.Tensor, seen: torch.Tensor, params: GenerationParams, generator: torch.Generator | None
-) -> int:
-    """Pick the next token like transformers' repetition-penalty, temperature and top-p processors."""
-    if params.repetition_penalty != 1.0 and seen.numel():
-        scores = logits[seen]
-        logits[seen] = torch.where(scores < 0, scores * params.repetition_penalty, scores / params.repetition_penalty)
-    if params.temperature == 0.0:
-        return int(torch.argmax(logits))
-    logits = logits / params.temperature
-    if params.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=False)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)
-        remove = cumulative <= 1 - params.top_p
-        remove[-1] = False  # always keep the most likely token
-        logits[order[remove]] = float("-inf")
-    probabilities = logits.softmax(-1)
-    return int(torch.multinomial(probabilities, 1, generator=generator))

@@ -1,0 +1,229 @@
+"""The token loop of engines that keep one KV cache per sequence (the packed CPU path, llama.cpp).
+
+One decode thread per engine runs every forward pass and every sampling step; a
+caller's `generate` hands its request over and yields the tokens as they come back.
+Why a thread of its own: torch runs its ops on a team of OpenMP threads that belongs
+to the calling thread, and with more teams' threads than cores libgomp stops their
+workers spinning between ops, so every op waits for them to wake. Forwards issued
+from several threads took 2-3x as long here, so all torch work of an engine stays on
+this one thread (and the model is loaded on a thread that ends: loader.in_passing_thread).
+
+Each step of that thread is one forward over every active sequence: a decode step
+(one token) for those generating, the next chunk of the prompt for those prefilling.
+The weights are read once for all of them (concurrent chats decode in one batch),
+every sequence advances every step (none is starved), and a long prompt is prefilled
+in chunks between the others' steps. A new prompt starts from the cached KV of the
+longest matching earlier sequence (prompt_cache.py), so a chat's next turn prefills
+only what is new.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+
+from glm_client.backends.prompt_cache import Cache, PromptCache
+from glm_client.backends.sampling import next_token
+from glm_client.config import GenerationParams
+
+if TYPE_CHECKING:
+    from glm_client.constrained import TokenConstraint
+
+# Prompt tokens per sequence per step: bounds the attention's memory and how long the
+# other sequences' next tokens wait behind a long prompt.
+PREFILL_CHUNK = 512
+# The decode thread ends after this long without work (a new request starts another).
+IDLE_EXIT_S = 30.0
+
+
+class Row(Protocol):
+    cache: Cache
+    ids: list[int]
+
+
+class StepModel(Protocol):
+    """A model that appends ids to per-sequence caches and returns the next-token logits of each."""
+
+    def new_cache(self, limit: int) -> Cache: ...
+
+    def forward(self, rows: list[Row]) -> torch.Tensor: ...
+
+
+_END = object()  # the last item a sequence's queue receives
+
+
+class _Sequence:
+    """One request, as the decode thread sees it."""
+
+    def __init__(
+        self,
+        input_ids: list[int],
+        params: GenerationParams,
+        stop_ids: set[int],
+        cancel: threading.Event | None,
+        constraint: TokenConstraint | None,
+    ) -> None:
+        self.pending = list(input_ids)  # ids to feed: the prompt, then each new token
+        self.prompt_ids = list(input_ids)
+        self.params = params
+        self.stop_ids = stop_ids
+        self.cancel = cancel
+        self.constraint = constraint
+        self.generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+        self.seen = torch.tensor(sorted(set(input_ids)), dtype=torch.long)
+        self.cache: Cache | None = None
+        self.held: list[int] = []  # the ids the cache holds, to find it again next turn
+        self.fed: list[int] = []  # ids of the forward in progress
+        self.generated = 0
+        self.output: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.abandoned = False  # the caller stopped reading
+
+    def stopped(self) -> bool:
+        return self.abandoned or (self.cancel is not None and self.cancel.is_set())
+
+
+class SequenceDecoder:
+    """Prompt cache, batched steps and sampling around one `StepModel`, on one decode thread."""
+
+    def __init__(
+        self,
+        model: StepModel,
+        make_row: Callable[[Cache, list[int]], Row],
+        context_length: int,
+        prompt_cache: PromptCache,
+    ) -> None:
+        self.model = model
+        self.make_row = make_row
+        self.context_length = context_length
+        self.prompt_cache = prompt_cache
+        self.batch_sizes: list[int] = []  # sequences per recent forward, for tests and the bench
+        self._incoming: list[_Sequence] = []
+        self._active: list[_Sequence] = []
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def generate(
+        self,
+        input_ids: list[int],
+        params: GenerationParams,
+        stop_ids: set[int],
+        cancel: threading.Event | None = None,
+        constraint: TokenConstraint | None = None,
+    ) -> Iterator[int]:
+        """Yield new token ids until a stop id, max_new_tokens, `cancel`, or a complete constrained call."""
+        if not input_ids:
+            raise ValueError("generation needs at least one prompt token")
+        if constraint is not None:
+            # As in TransformersEngine.generate: a forced call must repeat the prompt's quotes, braces
+            # and values, and penalising them kept strings from closing (bench/bench_constrained.py).
+            params = dataclasses.replace(params, repetition_penalty=1.0)
+        sequence = _Sequence(input_ids, params, stop_ids, cancel, constraint)
+        with self._wake:
+            self._incoming.append(sequence)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="glm-decode", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        try:
+            while True:
+                item = sequence.output.get()
+                if item is _END or sequence.stopped():
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item  # type: ignore[misc]
+        finally:
+            sequence.abandoned = True  # the decode thread lets it go at its next step
+
+    # --- the decode thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if not self._incoming and not self._active:
+                    self._wake.wait(IDLE_EXIT_S)
+                    if not self._incoming:
+                        self._thread = None
+                        return
+                arrived, self._incoming = self._incoming, []
+            for sequence in arrived:
+                self._admit(sequence)
+            for sequence in list(self._active):
+                self._end_if_stopped(sequence)
+            if self._active:
+                self._step()
+
+    def _admit(self, sequence: _Sequence) -> None:
+        cache, reused = self.prompt_cache.take(sequence.pending)
+        if cache is None:
+            try:
+                cache = self.model.new_cache(self.context_length)
+            except Exception as error:  # e.g. llama.cpp out of sequence slots
+                sequence.output.put(error)
+                return
+        sequence.cache = cache
+        sequence.held = sequence.pending[:reused]
+        del sequence.pending[:reused]
+        self._active.append(sequence)
+
+    def _end_if_stopped(self, sequence: _Sequence) -> None:
+        """Finish a sequence its caller stopped reading, or one about to overrun its context."""
+        assert sequence.cache is not None
+        if sequence.stopped():
+            self._finish(sequence)
+        elif sequence.cache.length + min(len(sequence.pending), PREFILL_CHUNK) > self.context_length:
+            sequence.output.put(ValueError(f"the sequence exceeds the {self.context_length}-token context"))
+            self._finish(sequence)
+
+    def _step(self) -> None:
+        rows = []
+        for sequence in self._active:
+            sequence.fed = sequence.pending[:PREFILL_CHUNK]
+            rows.append(self.make_row(sequence.cache, sequence.fed))  # type: ignore[arg-type]
+        try:
+            logits = self.model.forward(rows)
+        except Exception as error:  # every sequence of the step learns of it; their caches are unknown now
+            for sequence in self._active:
+                sequence.output.put(error)
+                sequence.output.put(_END)
+                sequence.cache.release()  # type: ignore[union-attr]
+            self._active = []
+            return
+        del self.batch_sizes[:-1000]
+        self.batch_sizes.append(len(rows))
+        for index, sequence in enumerate(list(self._active)):
+            sequence.held += sequence.fed
+            del sequence.pending[: len(sequence.fed)]
+            if not sequence.pending:  # prompt done: the row's logits pick the next token
+                self._pick(sequence, logits[index])
+
+    def _pick(self, sequence: _Sequence, row_logits: torch.Tensor) -> None:
+        # a float32 copy of our own: sampling and the constraint change it in place
+        logits = row_logits.to(torch.float32, copy=True)
+        if sequence.constraint is not None:
+            sequence.constraint.mask(logits)
+        token = next_token(logits, sequence.seen, sequence.params, sequence.generator)
+        if token in sequence.stop_ids:
+            self._finish(sequence)
+            return
+        complete = sequence.constraint is not None and sequence.constraint.accept(token)
+        sequence.output.put(token)
+        sequence.generated += 1
+        if complete or sequence.generated >= sequence.params.max_new_tokens:
+            self._finish(sequence)
+            return
+        if sequence.params.repetition_penalty != 1.0:
+            sequence.seen = torch.cat([sequence.seen, torch.tensor([token])])
+        sequence.pending = [token]
+
+    def _finish(self, sequence: _Sequence) -> None:
+        if sequence in self._active:
+            self._active.remove(sequence)
+        if sequence.cache is not None:  # kept before the caller hears the end: its next turn may want it
+            self.prompt_cache.put(sequence.held, sequence.cache)
+            sequence.cache = None
+        sequence.output.put(_END)

@@ -1,0 +1,254 @@
+"""A lean forward pass for Llama-family decoders on CPU, with its own KV caches.
+
+Why not the model's own forward: measured on the 2-core CI machine with the
+embedded SmolLM2-135M (bench/bench_engine.py), one decode step of the transformers
+forward spends most of its time outside the weights' arithmetic: bf16 GEMV streams
+only ~6 GB/s, every module adds Python overhead, and sdpa's CPU kernel for a single
+query grows to 2 ms per layer at a 2k context (the reply slows down as the chat grows).
+This forward takes the loaded model's weights, packs the linear layers (int4/int8,
+glm_client/backends/packed.py), fuses q/k/v and gate/up into one matmul each, runs
+the attention of a single query as two small bmm's, and keeps one KV cache per
+sequence, so that:
+
+- a prompt can reuse the cache of an earlier prompt with the same prefix (a chat's
+  next turn prefills only the new message), and
+- the decode steps of several sequences run as one forward (`forward` takes rows of
+  different sequences and lengths): the weights are read once for all of them.
+
+With bf16 weights it computes what the transformers forward computes, op for op,
+except the single-query attention (eager math instead of sdpa's kernel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from glm_client.backends.packed import PackedLinear
+
+# Architectures whose decoder layers this forward reproduces exactly.
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+# float32 keys/values: bf16 bmm's of these small shapes run 2x slower than float32 here.
+KV_DTYPE = torch.float32
+# The KV cache grows in steps of this many tokens (a copy each time), not per token.
+KV_GROWTH_TOKENS = 256
+
+
+class KVCache:
+    """Keys and values of one sequence, for every layer: [layers, kv_heads, capacity, head_dim]."""
+
+    def __init__(self, layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype, limit: int) -> None:
+        self.shape = (layers, kv_heads, 0, head_dim)
+        self.dtype = dtype
+        self.limit = limit
+        self.keys = torch.empty(self.shape, dtype=dtype)
+        self.values = torch.empty(self.shape, dtype=dtype)
+        self.length = 0  # tokens held; positions beyond are free to overwrite
+
+    def reserve(self, total: int) -> None:
+        """Make room for `total` tokens."""
+        if total > self.limit:
+            raise ValueError(f"{total} tokens exceed the context of {self.limit}")
+        capacity = self.keys.shape[2]
+        if total <= capacity:
+            return
+        capacity = min(self.limit, -(-total // KV_GROWTH_TOKENS) * KV_GROWTH_TOKENS)
+        layers, heads, _, dim = self.shape
+        for name in ("keys", "values"):
+            grown = torch.empty((layers, heads, capacity, dim), dtype=self.dtype)
+            grown[:, :, : self.length] = getattr(self, name)[:, :, : self.length]
+            setattr(self, name, grown)
+
+    def truncate(self, length: int) -> None:
+        self.length = min(self.length, length)
+
+    def release(self) -> None:
+        self.keys = self.values = torch.empty(self.shape, dtype=self.dtype)
+        self.length = 0
+
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.values.nbytes
+
+
+@dataclass
+class _Layer:
+    attention_norm: torch.Tensor
+    qkv: PackedLinear
+    output: PackedLinear
+    mlp_norm: torch.Tensor
+    gate_up: PackedLinear
+    down: PackedLinear
+
+
+@dataclass(frozen=True)
+class Row:
+    """A slice of one forward: `ids` appended to the sequence held in `cache`."""
+
+    cache: KVCache
+    ids: list[int]
+
+
+def unsupported_reason(model: Any) -> str | None:
+    """Why `FastLlama` can't run this model, or None when it can."""
+    config = model.config
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        return f"model type {config.model_type!r} is not one of {', '.join(SUPPORTED_MODEL_TYPES)}"
+    rope = getattr(config, "rope_parameters", None) or {"rope_type": "default"}
+    if rope.get("rope_type", "default") != "default":
+        return f"rope type {rope.get('rope_type')!r} is not supported"
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return "sliding-window attention is not supported"
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return f"activation {config.hidden_act!r} is not supported"
+    if getattr(config, "mlp_bias", False):
+        return "MLP biases are not supported"
+    if next(model.parameters()).device.type != "cpu":
+        return "the packed kernels run on CPU only"
+    return None
+
+
+class FastLlama:
+    """The packed weights of a Llama-family model and a forward over rows of several sequences."""
+
+    def __init__(self, model: Any, weight_bits: int = 4, head_bits: int = 8) -> None:
+        reason = unsupported_reason(model)
+        if reason:
+            raise ValueError(reason)
+        config = model.config
+        self.dtype = next(model.parameters()).dtype
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.intermediate = config.intermediate_size
+        self.eps = config.rms_norm_eps
+        self.scale = self.head_dim**-0.5
+        self.inv_freq = model.model.rotary_emb.inv_freq.detach().float().clone()
+        self.vocab_size = config.vocab_size
+        self.layers = [self._pack_layer(layer, weight_bits) for layer in model.model.layers]
+        self.final_norm = model.model.norm.weight.detach()
+        self.head = PackedLinear(model.lm_head.weight, None, head_bits)
+        self.embedding = model.model.embed_tokens.weight.detach()
+        self.weight_bits = weight_bits
+        self.head_bits = self.head.bits
+
+    @staticmethod
+    def _pack_layer(layer: Any, bits: int) -> _Layer:
+        attention, mlp = layer.self_attn, layer.mlp
+        qkv = (attention.q_proj, attention.k_proj, attention.v_proj)
+        return _Layer(
+            attention_norm=layer.input_layernorm.weight.detach(),
+            qkv=PackedLinear(_fuse(qkv), _fuse_bias(qkv), bits),
+            output=PackedLinear(attention.o_proj.weight, attention.o_proj.bias, bits),
+            mlp_norm=layer.post_attention_layernorm.weight.detach(),
+            gate_up=PackedLinear(_fuse((mlp.gate_proj, mlp.up_proj)), None, bits),
+            down=PackedLinear(mlp.down_proj.weight, None, bits),
+        )
+
+    def new_cache(self, limit: int) -> KVCache:
+        return KVCache(len(self.layers), self.kv_heads, self.head_dim, KV_DTYPE, limit)
+
+    def packed_nbytes(self) -> int:
+        """Memory the packed weights add to the model's own."""
+        linears = [
+            self.head,
+            *(p for layer in self.layers for p in (layer.qkv, layer.output, layer.gate_up, layer.down)),
+        ]
+        return sum(linear.packed_nbytes() for linear in linears)
+
+    @torch.inference_mode()
+    def forward(self, rows: list[Row]) -> torch.Tensor:
+        """Append each row's ids to its cache; return the logits after each row's last id, [rows, vocab]."""
+        for row in rows:
+            row.cache.reserve(row.cache.length + len(row.ids))
+        ids = torch.tensor([token for row in rows for token in row.ids], dtype=torch.long)
+        positions = torch.tensor(
+            [position for row in rows for position in range(row.cache.length, row.cache.length + len(row.ids))]
+        )
+        x = F.embedding(ids, self.embedding)
+        # Rotary tables computed as transformers does (float32, then the model's dtype).
+        frequencies = positions[:, None].float() * self.inv_freq[None]
+        angles = torch.cat((frequencies, frequencies), dim=-1)
+        cos, sin = angles.cos().to(self.dtype)[:, None], angles.sin().to(self.dtype)[:, None]
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        for index, layer in enumerate(self.layers):
+            h = self._norm(x, layer.attention_norm)
+            qkv = layer.qkv(h)
+            query_keys = qkv[:, : (heads + kv_heads) * dim].view(-1, heads + kv_heads, dim)
+            query_keys = query_keys * cos + _rotate_half(query_keys) * sin
+            values = qkv[:, (heads + kv_heads) * dim :].view(-1, kv_heads, dim)
+            attended = self._attention(index, rows, query_keys[:, :heads], query_keys[:, heads:], values)
+            x = x + layer.output(attended)
+            h = self._norm(x, layer.mlp_norm)
+            gate_up = layer.gate_up(h)
+            x = x + layer.down(F.silu(gate_up[:, : self.intermediate]) * gate_up[:, self.intermediate :])
+        for row in rows:
+            row.cache.length += len(row.ids)
+        ends = torch.tensor(_cumulative([len(row.ids) for row in rows])) - 1
+        return self.head(self._norm(x[ends], self.final_norm))
+
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """RMSNorm as transformers computes it: in float32, rounded to the model's dtype, then scaled."""
+        return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+
+    def _attention(
+        self, layer: int, rows: list[Row], queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """Write each row's keys/values into its cache and attend over the cache; [tokens, heads * dim].
+
+        Each query attends alone, through the same three ops whether it is one of a
+        prompt's or the one token of a decode step: batched matmuls round differently
+        for different shapes, and this way a token's result does not depend on how its
+        sequence was cut into forwards (prompt cache, batching, chunked prefill), bit
+        for bit. (sdpa's CPU kernel for one query also costs 10x more at long contexts.)
+        """
+        outputs = []
+        start = 0
+        group = self.heads // self.kv_heads
+        for row in rows:
+            count, past = len(row.ids), row.cache.length
+            cached_keys, cached_values = row.cache.keys[layer], row.cache.values[layer]
+            cached_keys[:, past : past + count] = keys[start : start + count].transpose(0, 1)
+            cached_values[:, past : past + count] = values[start : start + count].transpose(0, 1)
+            # [count, heads, dim] → per token [kv_heads, group, dim]: each kv head with the queries it serves
+            grouped = (queries[start : start + count].to(KV_DTYPE) * self.scale).view(
+                count, self.kv_heads, group, self.head_dim
+            )
+            for index in range(count):
+                visible = past + index + 1
+                scores = torch.bmm(grouped[index], cached_keys[:, :visible].transpose(1, 2))
+                outputs.append(torch.bmm(torch.softmax(scores, dim=-1), cached_values[:, :visible]).view(1, -1))
+            start += count
+        return (outputs[0] if len(outputs) == 1 else torch.cat(outputs)).to(self.dtype)
+
+
+def _fuse(linears: tuple[Any, ...]) -> torch.Tensor:
+    """One weight for several linears reading the same input; the linears then view into it (no copy kept)."""
+    fused = torch.cat([linear.weight.detach() for linear in linears])
+    start = 0
+    for linear in linears:
+        rows = linear.weight.shape[0]
+        linear.weight = torch.nn.Parameter(fused[start : start + rows], requires_grad=False)
+        start += rows
+    return fused
+
+
+def _fuse_bias(linears: tuple[Any, ...]) -> torch.Tensor | None:
+    if linears[0].bias is None:
+        return None
+    return torch.cat([linear.bias.detach() for linear in linears])
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _cumulative(counts: list[int]) -> list[int]:
+    total, sums = 0, []
+    for count in counts:
+        total += count
+        sums.append(total)
+    return sums

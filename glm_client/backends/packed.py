@@ -1,0 +1,84 @@
+"""Weight-only quantized linear layers for CPU decoding: y = x @ W.T with W kept small.
+
+Decoding one token reads every weight once, so on a CPU its speed is set by how
+many bytes the weights take and how well the matmul kernel streams them. Measured
+on the 2-core CI machine (one thread, all SmolLM2-135M shapes, bench/bench_engine.py
+prints the end-to-end figures): bf16 `F.linear` 33 ms per token, int8
+`_weight_int8pack_mm` 18 ms, int4 `_weight_int4pack_mm_for_cpu` 8 ms.
+
+int4 uses asymmetric 32-wide groups, the layout of GGUF's Q4_1: weights that came
+from a Q4_1 file (the embedded model) are reproduced up to bf16 rounding, so the
+quantization costs them nothing.
+
+Each kernel computes a row the same whatever the number of rows (checked bit for
+bit here), which is why one kernel serves prefill and decode alike: a token's
+logits do not depend on whether its prompt was prefilled whole, taken from the
+prompt cache, or decoded in a batch with other sessions. (The packed kernels are
+made for few rows: a long prefill runs about 2x slower than in bf16, the price of
+that consistency.)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+INT4_GROUP = 32  # weights per scale/offset pair, as in GGUF Q4_1
+INT4_LEVELS = 15
+INT8_LEVELS = 127
+WEIGHT_BITS = (16, 8, 4)  # 16: the model's own dtype
+
+
+class PackedLinear:
+    """One linear layer whose weight is kept in `bits` bits (16: as it is)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, bits: int) -> None:
+        if bits not in WEIGHT_BITS:
+            raise ValueError(f"bits must be one of {WEIGHT_BITS}, got {bits}")
+        if bits == 4 and weight.shape[1] % INT4_GROUP:
+            bits = 8  # the int4 kernel needs whole groups along the input dimension
+        self.bits = bits
+        self.bias = bias.detach() if bias is not None else None
+        self.out_features, self.in_features = weight.shape
+        self.weight = weight.detach()  # bits 16: shared with the model, not copied
+        self.scales: torch.Tensor | None = None
+        if bits == 8:
+            self.weight, self.scales = quantize_int8(self.weight)
+        elif bits == 4:
+            self.weight, self.scales = quantize_int4(self.weight)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bits == 16:
+            y = F.linear(x, self.weight)
+        elif self.bits == 8:
+            y = torch.ops.aten._weight_int8pack_mm(x, self.weight, self.scales)
+        else:
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.weight, INT4_GROUP, self.scales)
+        return y if self.bias is None else y + self.bias
+
+    def packed_nbytes(self) -> int:
+        """Bytes beyond the model's own weights."""
+        return 0 if self.scales is None else self.weight.nbytes + self.scales.nbytes
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one scale per output row."""
+    w = weight.float()
+    scales = (w.abs().amax(dim=1) / INT8_LEVELS).clamp(min=1e-12)
+    q = torch.round(w / scales[:, None]).clamp(-INT8_LEVELS, INT8_LEVELS).to(torch.int8).contiguous()
+    return q, scales.to(weight.dtype)
+
+
+def quantize_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric int4 in 32-wide groups (w = q * scale + minimum), packed for the CPU kernel.
+
+    The kernel computes (q - 8) * scale + zero, so zero = minimum + 8 * scale.
+    """
+    rows, columns = weight.shape
+    groups = weight.float().view(rows, columns // INT4_GROUP, INT4_GROUP)
+    minimum = groups.amin(dim=-1, keepdim=True)
+    scale = ((groups.amax(dim=-1, keepdim=True) - minimum) / INT4_LEVELS).clamp(min=1e-12)
+    q = torch.round((groups - minimum) / scale).clamp(0, INT4_LEVELS).to(torch.int32).view(rows, columns)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+    scales_and_zeros = torch.cat([scale, minimum + 8 * scale], dim=-1).transpose(0, 1).contiguous()
+    return packed, scales_and_zeros.to(weight.dtype)

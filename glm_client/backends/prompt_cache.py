@@ -1,0 +1,97 @@
+"""Recently used KV caches, found again by the token ids they hold.
+
+A chat's next turn sends the whole history again; its prompt starts with the ids of
+the previous prompt and reply. Keeping the finished sequence's cache lets the engine
+prefill only what is new, so a turn's time to first token stays flat as the chat
+grows (bench/bench_engine.py prints turn 1 vs turn 10).
+
+A cache is taken out while a sequence uses it and put back when it ends, so two
+sessions never write to one cache.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+# A shorter match (a shared system prompt, say) is not worth taking a conversation's cache away.
+MIN_SHARED_PREFIX = 32
+
+
+class Cache(Protocol):
+    length: int
+
+    def truncate(self, length: int) -> None: ...
+
+    def release(self) -> None: ...
+
+    def nbytes(self) -> int: ...
+
+
+def shared_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two id lists."""
+    limit = min(len(a), len(b))
+    index = 0
+    while index < limit and a[index] == b[index]:
+        index += 1
+    return index
+
+
+class PromptCache:
+    """At most `max_entries` caches holding at most `max_bytes` together; the least recently used goes first."""
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: list[tuple[list[int], Cache]] = []  # most recent last
+        self.reused_tokens = 0  # prompt tokens not prefilled thanks to the cache, for tests and the bench
+        self._lock = threading.Lock()
+
+    def take(self, ids: list[int]) -> tuple[Cache | None, int]:
+        """The cache sharing the longest prefix with `ids` (removed from the store) and how many ids it can reuse.
+
+        At least one id is always left to run, since the model must produce logits for the next token.
+        """
+        with self._lock:
+            best, best_length = -1, 0
+            for index, (held, _cache) in enumerate(self._entries):
+                length = shared_prefix(held, ids)
+                if length > best_length:
+                    best, best_length = index, length
+            if best < 0 or best_length < min(MIN_SHARED_PREFIX, len(ids) - 1):
+                return None, 0
+            _held, cache = self._entries.pop(best)
+            reuse = min(best_length, len(ids) - 1)
+            self.reused_tokens += reuse
+        cache.truncate(reuse)
+        return cache, reuse
+
+    def put(self, ids: list[int], cache: Cache) -> None:
+        """Keep `cache`, which holds exactly `ids`, evicting the oldest entries beyond the limits."""
+        evicted = []
+        with self._lock:
+            self._entries.append((list(ids), cache))
+            while self._entries and (
+                len(self._entries) > self.max_entries or sum(c.nbytes() for _, c in self._entries) > self.max_bytes
+            ):
+                evicted.append(self._entries.pop(0)[1])
+        for old in evicted:
+            old.release()
+
+    def evict_oldest(self) -> bool:
+        """Release the least recently used cache; False when there is none."""
+        with self._lock:
+            if not self._entries:
+                return False
+            _ids, cache = self._entries.pop(0)
+        cache.release()
+        return True
+
+    def clear(self) -> None:
+        with self._lock:
+            entries, self._entries = self._entries, []
+        for _ids, cache in entries:
+            cache.release()
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,159 @@
+"""The packed CPU path of the transformers engine against the reference loop: quality, prompt cache, batching.
+
+No timings are asserted here; bench/bench_engine.py prints them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import pytest
+import torch
+
+from glm_client import Done, LocalClient, Message, TextDelta
+from glm_client.backends.decoding import PREFILL_CHUNK
+from glm_client.backends.fast_llama import FastLlama, Row
+from glm_client.backends.prompt_cache import PromptCache
+from glm_client.backends.quality import (
+    PERPLEXITY_TOLERANCE,
+    QUALITY_TEXT,
+    clear_disagreements,
+    decoder_logits,
+    perplexity,
+    reference_logits,
+)
+from glm_client.backends.transformers import TransformersEngine
+from glm_client.config import GenerationParams
+
+pytestmark = pytest.mark.model
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a short poem about the sea.",
+    "Explain photosynthesis in two sentences.",
+    "List three uses of a paperclip.",
+]
+GREEDY = {"temperature": 0.0, "max_new_tokens": 32}
+
+
+def reply(client: LocalClient, messages: list[Message], **params) -> str:
+    events = list(client.stream(messages, **{**GREEDY, **params}))
+    assert isinstance(events[-1], Done) and events[-1].finish_reason != "error", events[-1]
+    return "".join(event.text for event in events if isinstance(event, TextDelta))
+
+
+@pytest.fixture(scope="module")
+def reference(embedded_client) -> LocalClient:
+    """transformers' own forward in our token loop: the path every fast one is held to."""
+    engine = embedded_client.engine
+    return LocalClient(TransformersEngine(engine.model, engine.tokenizer, engine.info), embedded_client.dialect)
+
+
+def with_fast(client: LocalClient, fast: FastLlama, prompt_cache: PromptCache | None = None) -> LocalClient:
+    engine = client.engine
+    return LocalClient(
+        TransformersEngine(engine.model, engine.tokenizer, engine.info, fast=fast, prompt_cache=prompt_cache),
+        client.dialect,
+    )
+
+
+def test_the_embedded_model_runs_packed_int4_weights_with_an_int8_head(embedded_client):
+    fast = embedded_client.engine.fast
+    assert fast is not None and (fast.weight_bits, fast.head_bits) == (4, 8)
+
+
+@pytest.mark.parametrize("bits", [16, 4])
+def test_fast_path_makes_the_reference_greedy_choices_on_a_prompt_set(embedded_client, reference, bits):
+    """Along the reference's greedy reply, the fast path picks its token wherever the lead is clear (quality.py)."""
+    model = embedded_client.engine.model
+    fast = with_fast(embedded_client, FastLlama(model, weight_bits=bits, head_bits=8 if bits == 4 else 16))
+    stop_ids = set(embedded_client.dialect.stop_token_ids())
+    for prompt in PROMPTS:
+        ids = embedded_client.dialect.encode([Message.user(prompt)])
+        params = GenerationParams(temperature=0.0, max_new_tokens=32)
+        greedy = list(reference.engine.generate(ids, params, stop_ids))
+        expected = reference_logits(model, ids, greedy)
+        assert clear_disagreements(expected, decoder_logits(fast.engine.decoder, ids, greedy)) == 0, prompt
+
+
+def test_int4_weights_keep_perplexity_within_two_percent(embedded_client):
+    engine = embedded_client.engine
+    ids = engine.tokenizer(QUALITY_TEXT)["input_ids"]
+    packed = perplexity(decoder_logits(engine.decoder, ids[:1], ids[1:]), ids[1:])
+    base = perplexity(reference_logits(engine.model, ids[:1], ids[1:]), ids[1:])
+    assert packed <= base * (1 + PERPLEXITY_TOLERANCE), (packed, base)
+
+
+def test_prompt_cache_reuses_the_previous_turn_and_changes_no_output(embedded_client):
+    engine = embedded_client.engine
+    cached = with_fast(embedded_client, engine.fast)
+    uncached = with_fast(embedded_client, engine.fast, PromptCache(max_entries=0, max_bytes=0))
+    conversations: dict[str, list[Message]] = {"cached": [], "uncached": []}
+    for turn in ["Hi! Can you help me plan a garden?", "Which vegetables grow in shade?", "And herbs?"]:
+        for name, client in (("cached", cached), ("uncached", uncached)):
+            conversation = conversations[name]
+            conversation.append(Message.user(turn))
+            conversation.append(Message.assistant(reply(client, conversation)))
+    assert conversations["cached"] == conversations["uncached"]
+    assert cached.engine.prompt_cache.reused_tokens > 100  # turns 2 and 3 started from turn 1's cache
+    assert uncached.engine.prompt_cache.reused_tokens == 0
+
+
+def test_a_tokens_logits_do_not_depend_on_how_its_sequence_was_cut(embedded_client):
+    """Bit for bit, so the prompt cache, batching and chunked prefill change no output (fast_llama.py)."""
+    fast = embedded_client.engine.fast
+    ids = list(range(100, 160))
+
+    def last_logits(cuts: list[int]):
+        cache = fast.new_cache(1024)
+        bounds = [0, *cuts, len(ids)]
+        for start, end in itertools.pairwise(bounds):
+            logits = fast.forward([Row(cache, ids[start:end])])[0]
+        return logits
+
+    whole = last_logits([])
+    assert torch.equal(whole, last_logits([40]))
+    assert torch.equal(whole, last_logits(list(range(1, 60))))  # one token at a time
+    other = fast.new_cache(1024)
+    fast.forward([Row(other, ids[:30])])
+    cache = fast.new_cache(1024)
+    fast.forward([Row(cache, ids[:-1])])
+    batched = fast.forward([Row(other, [7]), Row(cache, ids[-1:])])  # beside another session's step
+    assert torch.equal(whole, batched[1])
+
+
+def test_a_prompt_longer_than_a_prefill_chunk_gives_the_whole_prompt_output(embedded_client):
+    messages = [
+        Message.user("Here are my notes: " + "the quick brown fox jumps over the lazy dog. " * 60 + "Summarise.")
+    ]
+    ids = embedded_client.dialect.encode(messages)
+    assert len(ids) > PREFILL_CHUNK
+    fast = embedded_client.engine.fast
+    cache = fast.new_cache(2048)
+    expected = [int(fast.forward([Row(cache, ids)])[0].argmax())]
+    for _ in range(11):
+        expected.append(int(fast.forward([Row(cache, expected[-1:])])[0].argmax()))
+    params = GenerationParams(temperature=0.0, max_new_tokens=12, repetition_penalty=1.0)
+    assert list(embedded_client.engine.generate(ids, params, set())) == expected
+
+
+def test_four_concurrent_chats_are_batched_and_match_sequential_runs(embedded_client):
+    engine = embedded_client.engine
+    prompts = [[Message.user(f"Tell me a story about a {animal}.")] for animal in ("cat", "dog", "fox", "owl")]
+    engine.prompt_cache.clear()
+    expected = [reply(embedded_client, messages) for messages in prompts]
+    engine.prompt_cache.clear()
+    engine.decoder.batch_sizes.clear()
+    results: dict[int, str] = {}
+
+    def worker(index: int) -> None:
+        results[index] = reply(embedded_client, prompts[index])
+
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert [results[index] for index in range(4)] == expected
+    assert max(engine.decoder.batch_sizes) > 1

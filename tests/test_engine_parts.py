@@ -1,0 +1,209 @@
+"""The engine's parts without a model: packed weights, the prompt cache, the decode thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from glm_client.backends.decoding import PREFILL_CHUNK, SequenceDecoder
+from glm_client.backends.fast_llama import Row
+from glm_client.backends.packed import PackedLinear
+from glm_client.backends.prompt_cache import MIN_SHARED_PREFIX, PromptCache, shared_prefix
+from glm_client.config import GenerationParams
+
+
+class FakeCache:
+    def __init__(self, length: int = 0, size: int = 1) -> None:
+        self.length = length
+        self.size = size
+        self.released = False
+
+    def truncate(self, length: int) -> None:
+        self.length = min(self.length, length)
+
+    def release(self) -> None:
+        self.released = True
+
+    def nbytes(self) -> int:
+        return self.size
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_packed_weights_multiply_like_the_dense_weight(bits):
+    torch.manual_seed(0)
+    weight = (torch.randn(96, 64) * 0.02).to(torch.bfloat16)
+    linear = PackedLinear(weight, None, bits)
+    x = torch.randn(3, 64, dtype=torch.bfloat16)
+    exact = x.float() @ weight.float().T
+    error = (linear(x).float() - exact).norm() / exact.norm()
+    assert error < (0.12 if bits == 4 else 0.02)
+
+
+def test_int4_reproduces_weights_that_are_already_on_its_grid():
+    """Weights de-quantized from Q4_1 (the embedded GGUF) come back up to bf16 rounding."""
+    torch.manual_seed(1)
+    levels = torch.randint(0, 16, (64, 64)).float()
+    levels[:, ::32] = 0  # every 32-wide group spans the full range, as Q4_1's own quantizer makes it
+    levels[:, 1::32] = 15
+    scale = torch.rand(64, 2).repeat_interleave(32, dim=1) * 0.01 + 0.001
+    weight = (levels * scale - 8 * scale).to(torch.bfloat16)
+    linear = PackedLinear(weight, None, 4)
+    x = torch.eye(64, dtype=torch.bfloat16)[:4]  # few rows: the packed kernel
+    error = (linear(x).float() - weight[:, :4].T.float()).abs()
+    assert (error <= 0.1 * scale[:, :4].T).all()  # a tenth of a step: bf16 rounding of scale and offset
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_a_packed_row_is_the_same_whatever_the_number_of_rows(bits):
+    """What lets one kernel serve prefill and decode without changing any token's result."""
+    torch.manual_seed(2)
+    linear = PackedLinear((torch.randn(96, 1536) * 0.02).to(torch.bfloat16), None, bits)
+    x = torch.randn(40, 1536, dtype=torch.bfloat16)
+    assert torch.equal(linear(x), torch.cat([linear(x[i : i + 1]) for i in range(40)]))
+
+
+def test_shared_prefix():
+    assert shared_prefix([1, 2, 3], [1, 2, 4]) == 2
+    assert shared_prefix([], [1]) == 0
+    assert shared_prefix([5, 6], [5, 6, 7]) == 2
+
+
+def test_prompt_cache_hands_out_the_longest_match_once():
+    cache = PromptCache(max_entries=4, max_bytes=100)
+    base = list(range(100))
+    short, long = FakeCache(60), FakeCache(90)
+    cache.put(base[:60], short)
+    cache.put(base[:90], long)
+    found, reused = cache.take([*base[:95], 7])
+    assert found is long and reused == 90
+    found, reused = cache.take([*base[:95], 7])  # taken: the other one now
+    assert found is short and reused == 60
+    assert cache.take(base) == (None, 0)
+
+
+def test_prompt_cache_leaves_one_token_to_run_and_truncates():
+    cache = PromptCache(max_entries=4, max_bytes=100)
+    held = FakeCache(80)
+    cache.put(list(range(80)), held)
+    found, reused = cache.take(list(range(50)))  # the new prompt is a prefix of what is held
+    assert found is held and reused == 49 and held.length == 49
+
+
+def test_prompt_cache_ignores_a_short_shared_prefix():
+    cache = PromptCache(max_entries=4, max_bytes=100)
+    cache.put(list(range(200)), FakeCache(200))
+    assert cache.take([*range(MIN_SHARED_PREFIX - 1), -1, *range(100)]) == (None, 0)
+    assert len(cache) == 1
+
+
+def test_prompt_cache_evicts_the_least_recent_beyond_its_limits():
+    cache = PromptCache(max_entries=2, max_bytes=10)
+    first, second, third = FakeCache(size=4), FakeCache(size=4), FakeCache(size=4)
+    cache.put([1] * 40, first)
+    cache.put([2] * 40, second)
+    cache.put([3] * 40, third)
+    assert first.released and not second.released and len(cache) == 2
+    cache.put([4] * 40, FakeCache(size=9))  # over max_bytes: everything older goes
+    assert second.released and third.released and len(cache) == 1
+    assert cache.evict_oldest() and not cache.evict_oldest()
+
+
+class CountingModel:
+    """A fake StepModel whose next token is always the last id + 1; it records each forward's size."""
+
+    def __init__(self, fail: bool = False, delay: float = 0.0) -> None:
+        self.sizes: list[int] = []
+        self.fail = fail
+        self.delay = delay
+
+    def new_cache(self, limit: int) -> FakeCache:
+        return FakeCache()
+
+    def forward(self, rows) -> torch.Tensor:
+        if self.fail:
+            raise RuntimeError("boom")
+        time.sleep(self.delay)
+        self.sizes.append(len(rows))
+        logits = torch.zeros(len(rows), VOCAB)
+        for index, row in enumerate(rows):
+            row.cache.length += len(row.ids)
+            logits[index, (row.ids[-1] + 1) % VOCAB] = 1.0
+        return logits
+
+
+VOCAB = 5000
+COUNT = GenerationParams(temperature=0.0, max_new_tokens=5, repetition_penalty=1.0)
+
+
+def decoder_for(model: CountingModel, prompt_cache: PromptCache | None = None) -> SequenceDecoder:
+    return SequenceDecoder(model, Row, 4096, prompt_cache if prompt_cache is not None else PromptCache(4, 1 << 20))
+
+
+def test_decoder_yields_tokens_and_respects_limits_and_stop_ids():
+    decoder = decoder_for(CountingModel())
+    assert list(decoder.generate([1, 2, 3], COUNT, set())) == [4, 5, 6, 7, 8]
+    assert list(decoder.generate([10], COUNT, {13})) == [11, 12]
+
+
+def test_concurrent_sequences_share_forwards_and_each_gets_its_own_tokens():
+    model = CountingModel(delay=0.01)
+    decoder = decoder_for(model)
+    results: dict[int, list[int]] = {}
+    params = GenerationParams(temperature=0.0, max_new_tokens=20, repetition_penalty=1.0)
+
+    def worker(start: int) -> None:
+        results[start] = list(decoder.generate([start], params, set()))
+
+    threads = [threading.Thread(target=worker, args=(start,)) for start in (100, 200, 300, 400)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert results == {start: list(range(start + 1, start + 21)) for start in (100, 200, 300, 400)}
+    assert max(model.sizes) == 4
+
+
+def test_a_long_prompt_is_prefilled_in_chunks():
+    model = CountingModel()
+    decoder = decoder_for(model)
+    prompt = list(range(PREFILL_CHUNK * 2 + 5))
+    tokens = list(decoder.generate(prompt, COUNT, set()))
+    assert tokens[0] == len(prompt)
+    # three prompt chunks, then one forward per new token but the last (it is never fed)
+    assert model.sizes == [1] * (3 + COUNT.max_new_tokens - 1)
+
+
+def test_the_next_turn_reuses_the_cache_of_the_previous_one():
+    prompt_cache = PromptCache(4, 1 << 20)
+    decoder = decoder_for(CountingModel(), prompt_cache)
+    prompt = list(range(100, 140))
+    reply = list(decoder.generate(prompt, COUNT, set()))
+    next_turn = [*prompt, *reply, 7, 8, 9]
+    assert list(decoder.generate(next_turn, COUNT, set())) == [10, 11, 12, 13, 14]
+    assert prompt_cache.reused_tokens == len(prompt) + len(reply) - 1  # the last reply token was never fed
+
+
+def test_a_failed_forward_reaches_the_caller():
+    decoder = decoder_for(CountingModel(fail=True))
+    with pytest.raises(RuntimeError, match="boom"):
+        list(decoder.generate([1], COUNT, set()))
+
+
+def test_cancel_and_close_stop_the_sequence():
+    decoder = decoder_for(CountingModel(delay=0.005))
+    cancel = threading.Event()
+    params = GenerationParams(temperature=0.0, max_new_tokens=500, repetition_penalty=1.0)
+    tokens = []
+    for token in decoder.generate([1], params, set(), cancel):
+        tokens.append(token)
+        if len(tokens) == 3:
+            cancel.set()
+    assert tokens == [2, 3, 4]
+    stream = decoder.generate([1], params, set())
+    next(stream)
+    stream.close()
+    time.sleep(0.1)
+    assert not decoder._active  # the decode thread let it go

@@ -20,7 +20,8 @@ class ConfigError(ValueError):
 DIALECTS = ("auto", "chat_template", "chatglm3")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-QUANTIZE = ("none", "4", "8")
+QUANTIZE = ("auto", "none", "4", "8")
+ENGINES = ("auto", "transformers", "llamacpp")
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ class Settings:
     dialect: str = "auto"
     device: str = "auto"
     dtype: str = "auto"
-    quantize: str = "none"
+    quantize: str = "auto"  # auto: int4 for the embedded model (its GGUF is 4-bit already), none otherwise
+    engine: str = "auto"  # auto: llama.cpp for GGUF models when llama-cpp-python is installed
     context_length: int = 0  # 0: what the model declares (capped at MAX_AUTO_CONTEXT)
     max_rounds: int = 5
     tools_dir: str = ""
@@ -140,7 +142,8 @@ class Settings:
             dialect=_choice(env, "DIALECT", DIALECTS, "auto"),
             device=_choice(env, "DEVICE", DEVICES, "auto"),
             dtype=_choice(env, "DTYPE", DTYPES, "auto"),
-            quantize=_choice(env, "QUANTIZE", QUANTIZE, "none"),
+            quantize=_choice(env, "QUANTIZE", QUANTIZE, "auto"),
+            engine=_choice(env, "ENGINE", ENGINES, "auto"),
             context_length=int(_number(env, "CONTEXT_LENGTH", 0, 0)),
             max_rounds=int(_number(env, "MAX_ROUNDS", 5, 1)),
             tools_dir=env.get("TOOLS_DIR", "").strip(),

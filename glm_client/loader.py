@@ -1,12 +1,21 @@
-"""`load_client()`: pick the model from the settings and build the client for it.
+"""`load_client()`: pick the model and the engine from the settings and build the client for them.
 
 Order: OPENAI_BASE_URL (a server) → MODEL_PATH (a local HF directory or .gguf) →
-the embedded default model.
+the embedded default model. Engine: llama.cpp for a GGUF (the embedded model's too)
+when `ENGINE=auto` and llama-cpp-python is installed, else transformers.
 """
 
 from __future__ import annotations
 
-from glm_client.backends.transformers import ModelLoadError, Progress, TransformersEngine
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+
+from glm_client.backends import llamacpp
+from glm_client.backends.transformers import ModelLoadError, Progress, TransformersEngine, pick_device
 from glm_client.client import Client, LocalClient
 from glm_client.config import Settings
 from glm_client.dialects.base import Dialect
@@ -19,15 +28,25 @@ def load_client(settings: Settings | None = None, progress: Progress = lambda _m
         from glm_client.backends.openai import OpenAIClient
 
         return OpenAIClient(settings.openai_base_url, api_key=settings.openai_api_key, model=settings.openai_model)
+    return in_passing_thread(lambda relay: _load_local(settings, relay), progress)
+
+
+def _load_local(settings: Settings, progress: Progress) -> LocalClient:
+    engine_name = choose_engine(settings)
     if settings.model_path:
-        engine = TransformersEngine.load(
-            settings.model_path,
-            device=settings.device,
-            dtype=settings.dtype,
-            quantize=settings.quantize,
-            context_length=settings.context_length,
-            progress=progress,
-        )
+        if engine_name == "llamacpp":
+            engine: Any = llamacpp.LlamaCppEngine.load(
+                settings.model_path, context_length=settings.context_length, progress=progress
+            )
+        else:
+            engine = TransformersEngine.load(
+                settings.model_path,
+                device=settings.device,
+                dtype=settings.dtype,
+                quantize="none" if settings.quantize == "auto" else settings.quantize,
+                context_length=settings.context_length,
+                progress=progress,
+            )
     else:
         from glm_client import embedded
 
@@ -35,18 +54,94 @@ def load_client(settings: Settings | None = None, progress: Progress = lambda _m
             directory = embedded.ensure_cache(settings.cache_dir, progress)
         except embedded.EmbeddedModelError as error:
             raise ModelLoadError(str(error)) from None
-        engine = TransformersEngine.load(
-            directory,
-            name=embedded.MODEL_NAME,
-            device=settings.device,
-            dtype=settings.dtype,
-            context_length=settings.context_length,
-            progress=progress,
-        )
-    return LocalClient(engine, pick_dialect(engine, settings.dialect))
+        if engine_name == "llamacpp":
+            engine = llamacpp.LlamaCppEngine.load(
+                embedded.locate_gguf(),
+                tokenizer_dir=directory,
+                name=embedded.MODEL_NAME,
+                context_length=settings.context_length,
+                progress=progress,
+            )
+        else:
+            engine = TransformersEngine.load(
+                directory,
+                name=embedded.MODEL_NAME,
+                device=settings.device,
+                dtype=settings.dtype,
+                quantize=embedded_quantize(settings),
+                context_length=settings.context_length,
+                progress=progress,
+            )
+    return LocalClient(engine, pick_dialect(engine, settings.dialect), backend=engine_name)
 
 
-def pick_dialect(engine: TransformersEngine, requested: str = "auto") -> Dialect:
+T = TypeVar("T")
+_DONE = object()
+
+
+def in_passing_thread(work: Callable[[Progress], T], progress: Progress) -> T:
+    """Run `work` on a thread that ends with it, relaying its progress messages on the caller's thread.
+
+    Loading runs torch ops, and the thread that runs them keeps a team of OpenMP
+    threads for life. The engine's decode thread has a team of its own; with more
+    such threads than cores, libgomp stops its workers spinning between parallel
+    regions, and every op of the decode thread waits for its workers to wake: 2-3x
+    slower decoding measured here. A loading thread that ends takes its team along.
+    """
+    messages: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work(messages.put)
+        except BaseException as error:  # re-raised on the caller's thread
+            outcome["error"] = error
+        finally:
+            messages.put(_DONE)
+
+    thread = threading.Thread(target=run, name="glm-load", daemon=True)
+    thread.start()
+    while (message := messages.get()) is not _DONE:
+        progress(message)
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def embedded_quantize(settings: Settings) -> str:
+    """QUANTIZE=auto for the embedded model: int4 where the packed CPU path runs it.
+
+    Its weights come from a 4-bit GGUF (Q4_1, 32-wide groups, the packed int4 layout),
+    so int4 loses nothing measurable and decodes 2-3x faster (bench/bench_engine.py).
+    """
+    if settings.quantize != "auto":
+        return settings.quantize
+    on_cpu = pick_device(settings.device) == "cpu"
+    return "4" if on_cpu and settings.dtype in ("auto", "bfloat16") else "none"
+
+
+def choose_engine(settings: Settings) -> str:
+    """ "llamacpp" or "transformers", from ENGINE, the model and what is installed."""
+    gguf = not settings.model_path or settings.model_path.endswith(".gguf")
+    if settings.engine == "llamacpp":
+        if not llamacpp.available():
+            raise ModelLoadError(
+                "ENGINE=llamacpp needs llama-cpp-python, which is optional: run `make bench-deps`, or set ENGINE=auto."
+            )
+        if not gguf:
+            raise ModelLoadError("ENGINE=llamacpp runs .gguf files and the embedded model; MODEL_PATH is a directory.")
+        return "llamacpp"
+    if settings.engine == "transformers":
+        return "transformers"
+    # auto: llama.cpp when it can run the model as asked (a GGUF, on CPU, with its own quantization)
+    on_cpu = settings.device == "cpu" or (settings.device == "auto" and not torch.cuda.is_available())
+    if gguf and on_cpu and settings.quantize == "auto" and settings.dtype == "auto" and llamacpp.available():
+        return "llamacpp"
+    return "transformers"
+
+
+def pick_dialect(engine: Any, requested: str = "auto") -> Dialect:
     """ChatGLM3 checkpoints (model_type "chatglm") get their native format; others their chat template."""
     from glm_client.dialects.chat_template import ChatTemplateDialect
 

@@ -20,9 +20,10 @@ from glm_client.testing import ScriptedClient  # noqa: E402
 @pytest.fixture(scope="session")
 def embedded_client() -> LocalClient:
     """The packaged SmolLM2 on this machine's CPU: the real thing, shared by all tests."""
-    client = load_client(
-        Settings.from_env({k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "OPENAI_BASE_URL")})
-    )
+    env = {k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "OPENAI_BASE_URL")}
+    # The transformers engine, even where the optional llama.cpp one is installed: these tests
+    # compare it with transformers' own forward (tests/test_llamacpp_engine.py covers llama.cpp).
+    client = load_client(Settings.from_env({**env, "ENGINE": "transformers"}))
     assert isinstance(client, LocalClient)
     return client
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
+import threading
 
 import pytest
 
 from glm_client import ModelLoadError, Settings, embedded, load_client
+from glm_client.backends import llamacpp
+from glm_client.loader import choose_engine, embedded_quantize, in_passing_thread
 
 
 def test_gguf_is_found_without_importing_its_package():
@@ -70,3 +74,71 @@ def test_a_corrupt_cache_is_detected_and_rebuilt(tmp_path):
 def test_a_cache_without_its_marker_is_invalid(tmp_path):
     (tmp_path / embedded.WEIGHTS).write_bytes(b"x")
     assert not embedded.cache_is_valid(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("settings", "installed", "engine"),
+    [
+        ({}, True, "llamacpp"),  # the embedded GGUF, on CPU, as shipped
+        ({}, False, "transformers"),
+        ({"model_path": "/models/x.gguf"}, True, "llamacpp"),
+        ({"model_path": "/models/hf-dir"}, True, "transformers"),
+        ({"dtype": "float32"}, True, "transformers"),  # asked for something llama.cpp does not do
+        ({"quantize": "8"}, True, "transformers"),
+        ({"device": "cuda"}, True, "transformers"),
+        ({"engine": "transformers"}, True, "transformers"),
+        ({"engine": "llamacpp"}, True, "llamacpp"),
+    ],
+)
+def test_engine_auto_picks_llama_cpp_only_for_a_gguf_on_cpu_when_installed(monkeypatch, settings, installed, engine):
+    monkeypatch.setattr(llamacpp, "available", lambda: installed)
+    assert choose_engine(Settings(**settings)) == engine
+
+
+@pytest.mark.parametrize(
+    ("settings", "installed", "message"),
+    [
+        ({"engine": "llamacpp"}, False, "needs llama-cpp-python, which is optional: run `make bench-deps`"),
+        ({"engine": "llamacpp", "model_path": "/models/hf-dir"}, True, "runs .gguf files"),
+    ],
+)
+def test_engine_llamacpp_says_what_is_missing(monkeypatch, settings, installed, message):
+    monkeypatch.setattr(llamacpp, "available", lambda: installed)
+    with pytest.raises(ModelLoadError, match=re.escape(message)):
+        load_client(Settings(**settings))
+
+
+def test_the_embedded_model_gets_int4_weights_on_cpu_unless_told_otherwise():
+    assert embedded_quantize(Settings(device="cpu")) == "4"
+    assert embedded_quantize(Settings(device="cpu", quantize="none")) == "none"
+    assert embedded_quantize(Settings(device="cpu", quantize="8")) == "8"
+    assert embedded_quantize(Settings(device="cpu", dtype="float32")) == "none"
+
+
+def test_loading_runs_on_a_thread_that_ends_and_reports_on_the_callers():
+    caller = threading.current_thread()
+    heard: list[tuple[str, threading.Thread]] = []
+    workers: list[threading.Thread] = []
+
+    def work(progress):
+        workers.append(threading.current_thread())
+        progress("step 1")
+        progress("step 2")
+        return 42
+
+    assert in_passing_thread(work, lambda message: heard.append((message, threading.current_thread()))) == 42
+    assert heard == [("step 1", caller), ("step 2", caller)]
+    assert workers[0] is not caller and not workers[0].is_alive()
+
+    def fail(_progress):
+        raise ModelLoadError("no such model")
+
+    with pytest.raises(ModelLoadError, match="no such model"):
+        in_passing_thread(fail, lambda _message: None)
+
+
+@pytest.mark.model
+def test_quantize_on_a_model_that_cannot_be_packed_says_why():
+    directory = embedded.cache_path(Settings.from_env().cache_dir)
+    with pytest.raises(ModelLoadError, match=r"QUANTIZE=4 needs .* bfloat16; here the dtype is torch\.float32"):
+        load_client(Settings(model_path=str(directory), dtype="float32", quantize="4"))

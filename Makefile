@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 API_PORT ?= 8000
 
-.PHONY: run test serve chat setup setup-dev system-deps lint format bench clean-cache
+.PHONY: run test serve chat setup setup-dev system-deps lint format bench bench-deps clean-cache
 
 run: setup
 	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
@@ -64,6 +64,12 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.runtime-installed
 	$(PIP) install -r requirements-dev.txt
 	touch $@
 
+# Optional: llama.cpp, the fastest CPU engine for GGUF models (ENGINE=auto then uses it for the
+# embedded model) and the bench's baseline (c). pip compiles it from source: about 10 minutes.
+LLAMA_CPP := llama-cpp-python==0.3.36 diskcache==5.6.3
+bench-deps: setup
+	$(PIP) install --no-deps $(LLAMA_CPP)
+
 lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -73,7 +79,7 @@ format:
 	$(VENV)/bin/ruff format .
 
 bench: setup-dev
-	$(PY) bench/bench_generate.py
+	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_kernel.py
 	$(PY) bench/bench_server.py
 

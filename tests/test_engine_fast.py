@@ -6,7 +6,10 @@ No timings are asserted here; bench/bench_engine.py prints them.
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +160,28 @@ def test_four_concurrent_chats_are_batched_and_match_sequential_runs(embedded_cl
         thread.join(timeout=300)
     assert [results[index] for index in range(4)] == expected
     assert max(engine.decoder.batch_sizes) > 1
+
+
+EXIT_MID_REPLY = """
+import os, sys
+from glm_client import Message, Settings, TextDelta, load_client
+env = {k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "OPENAI_BASE_URL")}
+client = load_client(Settings.from_env({**env, "ENGINE": sys.argv[1]}))
+stream = client.stream([Message.user("Tell me a long story.")], temperature=0.0, max_new_tokens=400)
+for event in stream:
+    if isinstance(event, TextDelta):
+        print("first token", flush=True)
+        break
+"""
+
+
+@pytest.mark.parametrize("engine", ["transformers", "llamacpp"])
+def test_a_process_that_exits_mid_reply_exits_cleanly(engine):
+    """The decode thread is still busy at exit; it used to abort the interpreter ("terminate called …")."""
+    if engine == "llamacpp":
+        pytest.importorskip("llama_cpp")
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT_MID_REPLY, engine], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert (result.returncode, result.stdout) == (0, "first token\n"), result.stderr[-2000:]

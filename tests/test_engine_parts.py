@@ -207,3 +207,16 @@ def test_cancel_and_close_stop_the_sequence():
     stream.close()
     time.sleep(0.1)
     assert not decoder._active  # the decode thread let it go
+
+
+def test_close_ends_a_sequence_in_flight_and_refuses_new_ones():
+    decoder = decoder_for(CountingModel(delay=0.005))
+    params = GenerationParams(temperature=0.0, max_new_tokens=500, repetition_penalty=1.0)
+    stream = decoder.generate([1], params, set())
+    assert next(stream) == 2
+    decoder.close()
+    with pytest.raises(RuntimeError, match="shut down"):
+        list(stream)
+    assert decoder._thread is None
+    with pytest.raises(RuntimeError, match="shut down"):
+        list(decoder.generate([1], params, set()))

@@ -19,9 +19,11 @@ only what is new.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
@@ -106,6 +108,8 @@ class SequenceDecoder:
         self._active: list[_Sequence] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._closed = False
+        _decoders.add(self)
 
     def generate(
         self,
@@ -124,6 +128,8 @@ class SequenceDecoder:
             params = dataclasses.replace(params, repetition_penalty=1.0)
         sequence = _Sequence(input_ids, params, stop_ids, cancel, constraint)
         with self._wake:
+            if self._closed:
+                raise RuntimeError("The engine has shut down.")
             self._incoming.append(sequence)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="glm-decode", daemon=True)
@@ -140,15 +146,28 @@ class SequenceDecoder:
         finally:
             sequence.abandoned = True  # the decode thread lets it go at its next step
 
+    def close(self, timeout: float = 10.0) -> None:
+        """End every sequence and the decode thread; later `generate` calls raise."""
+        with self._wake:
+            self._closed = True
+            thread = self._thread
+            self._wake.notify()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     # --- the decode thread ---------------------------------------------------------------
     def _run(self) -> None:
         while True:
             with self._wake:
-                if not self._incoming and not self._active:
+                if not self._incoming and not self._active and not self._closed:
                     self._wake.wait(IDLE_EXIT_S)
-                    if not self._incoming:
+                    if not self._incoming and not self._closed:
                         self._thread = None
                         return
+                if self._closed:
+                    self._thread = None
+                    ending, self._incoming = [*self._active, *self._incoming], []
+                    break
                 arrived, self._incoming = self._incoming, []
             for sequence in arrived:
                 self._admit(sequence)
@@ -156,6 +175,9 @@ class SequenceDecoder:
                 self._end_if_stopped(sequence)
             if self._active:
                 self._step()
+        for sequence in ending:
+            sequence.output.put(RuntimeError("The engine has shut down."))
+            self._finish(sequence)
 
     def _admit(self, sequence: _Sequence) -> None:
         cache, reused = self.prompt_cache.take(sequence.pending)
@@ -227,3 +249,14 @@ class SequenceDecoder:
             self.prompt_cache.put(sequence.held, sequence.cache)
             sequence.cache = None
         sequence.output.put(_END)
+
+
+# Decode threads still running at exit are ended first: a daemon thread in the middle of
+# torch ops while the interpreter tears down aborted the process ("terminate called …").
+_decoders: weakref.WeakSet[SequenceDecoder] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_decoders() -> None:
+    for decoder in list(_decoders):
+        decoder.close()

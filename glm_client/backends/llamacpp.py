@@ -115,7 +115,6 @@ class LlamaCppModel:
         self._batch = llama_cpp.llama_batch_init(DECODE_BATCH, 0, 1)
         self._free_ids = list(range(MAX_SEQUENCES))
         self.evict: Callable[[], bool] = lambda: False  # frees a kept sequence; set by the engine
-        _open_models.add(self)
 
     def new_cache(self, limit: int) -> LlamaSequence:
         while True:
@@ -193,17 +192,6 @@ class LlamaCppModel:
         self.close()
 
 
-# Models still open at exit are closed before the interpreter tears down: freed later, by
-# the final garbage collection, llama.cpp aborts the process ("terminate called …").
-_open_models: weakref.WeakSet[LlamaCppModel] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_open_models() -> None:
-    for model in list(_open_models):
-        model.close()
-
-
 class LlamaCppEngine:
     """The engine interface of TransformersEngine (info, tokenizer, generate) on llama.cpp."""
 
@@ -217,6 +205,12 @@ class LlamaCppEngine:
         self.prompt_cache = PromptCache(PROMPT_CACHE_ENTRIES, max_bytes=1 << 62)
         model.evict = self.prompt_cache.evict_oldest
         self.decoder = SequenceDecoder(model, LlamaRow, model.context_length, self.prompt_cache)
+        _open_engines.add(self)
+
+    def close(self) -> None:
+        """Stop decoding, then free the model."""
+        self.decoder.close()
+        self.llama.close()
 
     @classmethod
     def load(
@@ -264,6 +258,17 @@ class LlamaCppEngine:
     ) -> Iterator[int]:
         """Yield new token ids until a stop id, max_new_tokens, `cancel`, or a complete constrained call."""
         return self.decoder.generate(input_ids, params, stop_ids, cancel, constraint)
+
+
+# Engines still open at exit are closed before the interpreter tears down: freed later, by
+# the final garbage collection, llama.cpp aborted the process ("terminate called …").
+_open_engines: weakref.WeakSet[LlamaCppEngine] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_engines() -> None:
+    for engine in list(_open_engines):
+        engine.close()
 
 
 _log_callback: Any = None  # the C side keeps a pointer to it: it must live as long as the process

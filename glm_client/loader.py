@@ -7,6 +7,7 @@ when `ENGINE=auto` and llama-cpp-python is installed, else transformers.
 
 from __future__ import annotations
 
+import ctypes
 import queue
 import threading
 from collections.abc import Callable
@@ -72,7 +73,20 @@ def _load_local(settings: Settings, progress: Progress) -> LocalClient:
                 context_length=settings.context_length,
                 progress=progress,
             )
+    release_free_memory()
     return LocalClient(engine, pick_dialect(engine, settings.dialect), backend=engine_name)
+
+
+def release_free_memory() -> None:
+    """Hand memory freed during loading back to the OS (glibc only).
+
+    Conversion and packing free large temporaries, but glibc keeps them in the loading
+    thread's arena: about 200 MB of RSS for the embedded model on the int4 path.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 T = TypeVar("T")

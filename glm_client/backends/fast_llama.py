@@ -15,8 +15,16 @@ sequence, so that:
 - the decode steps of several sequences run as one forward (`forward` takes rows of
   different sequences and lengths): the weights are read once for all of them.
 
+A prompt chunk of DENSE_MIN_TOKENS or more runs its linears on the model's own
+bf16 weights (a matmul over many rows: 2-3x faster than the packed kernels, which are
+made for few rows) and its attention as one masked matmul; decode steps run on the
+packed weights, one query at a time. A decode row's result does not depend on the
+other rows of its step (batching changes no output, bit for bit); a token's logits
+differ slightly between being prefilled and being decoded (prompt cache), within
+what tests/test_engine_fast.py allows.
+
 With bf16 weights it computes what the transformers forward computes, op for op,
-except the single-query attention (eager math instead of sdpa's kernel).
+except the attention (eager math instead of sdpa's kernel).
 """
 
 from __future__ import annotations
@@ -35,6 +43,9 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 KV_DTYPE = torch.float32
 # The KV cache grows in steps of this many tokens (a copy each time), not per token.
 KV_GROWTH_TOKENS = 256
+# A row of this many tokens or more (a prompt chunk) runs on dense bf16 weights: from
+# 8 rows on a dense matmul beat the int4 kernel here (26 vs 20 ms a forward; 639 vs 267 at 500).
+DENSE_MIN_TOKENS = 8
 
 
 class KVCache:
@@ -173,17 +184,18 @@ class FastLlama:
         angles = torch.cat((frequencies, frequencies), dim=-1)
         cos, sin = angles.cos().to(self.dtype)[:, None], angles.sin().to(self.dtype)[:, None]
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        split = _Split.of(rows)
         for index, layer in enumerate(self.layers):
             h = self._norm(x, layer.attention_norm)
-            qkv = layer.qkv(h)
+            qkv = split.apply(layer.qkv, h)
             query_keys = qkv[:, : (heads + kv_heads) * dim].view(-1, heads + kv_heads, dim)
             query_keys = query_keys * cos + _rotate_half(query_keys) * sin
             values = qkv[:, (heads + kv_heads) * dim :].view(-1, kv_heads, dim)
             attended = self._attention(index, rows, query_keys[:, :heads], query_keys[:, heads:], values)
-            x = x + layer.output(attended)
+            x = x + split.apply(layer.output, attended)
             h = self._norm(x, layer.mlp_norm)
-            gate_up = layer.gate_up(h)
-            x = x + layer.down(F.silu(gate_up[:, : self.intermediate]) * gate_up[:, self.intermediate :])
+            gate_up = split.apply(layer.gate_up, h)
+            x = x + split.apply(layer.down, F.silu(gate_up[:, : self.intermediate]) * gate_up[:, self.intermediate :])
         for row in rows:
             row.cache.length += len(row.ids)
         ends = torch.tensor(_cumulative([len(row.ids) for row in rows])) - 1
@@ -198,30 +210,70 @@ class FastLlama:
     ) -> torch.Tensor:
         """Write each row's keys/values into its cache and attend over the cache; [tokens, heads * dim].
 
-        Each query attends alone, through the same three ops whether it is one of a
-        prompt's or the one token of a decode step: batched matmuls round differently
-        for different shapes, and this way a token's result does not depend on how its
-        sequence was cut into forwards (prompt cache, batching, chunked prefill), bit
-        for bit. (sdpa's CPU kernel for one query also costs 10x more at long contexts.)
+        Per row, as two bmm's over [kv_heads, tokens * group, …]: each kv head with the
+        queries it serves, the row's own later tokens masked. A one-token row (a decode
+        step) computes the same whatever the other rows of its step. (sdpa's CPU kernel
+        for one query also costs 10x more at long contexts.)
         """
         outputs = []
         start = 0
         group = self.heads // self.kv_heads
+        queries = (queries.to(KV_DTYPE) * self.scale).view(-1, self.kv_heads, group, self.head_dim)
         for row in rows:
             count, past = len(row.ids), row.cache.length
+            visible = past + count
             cached_keys, cached_values = row.cache.keys[layer], row.cache.values[layer]
-            cached_keys[:, past : past + count] = keys[start : start + count].transpose(0, 1)
-            cached_values[:, past : past + count] = values[start : start + count].transpose(0, 1)
-            # [count, heads, dim] → per token [kv_heads, group, dim]: each kv head with the queries it serves
-            grouped = (queries[start : start + count].to(KV_DTYPE) * self.scale).view(
-                count, self.kv_heads, group, self.head_dim
-            )
-            for index in range(count):
-                visible = past + index + 1
-                scores = torch.bmm(grouped[index], cached_keys[:, :visible].transpose(1, 2))
-                outputs.append(torch.bmm(torch.softmax(scores, dim=-1), cached_values[:, :visible]).view(1, -1))
+            cached_keys[:, past:visible] = keys[start : start + count].transpose(0, 1)
+            cached_values[:, past:visible] = values[start : start + count].transpose(0, 1)
+            # [count, kv_heads, group, dim] → [kv_heads, count * group, dim]: each kv head with its queries
+            if count == 1:  # a decode step: a view, no copy
+                grouped = queries[start]
+            else:
+                grouped = queries[start : start + count].transpose(0, 1).reshape(self.kv_heads, count * group, -1)
+            scores = torch.bmm(grouped, cached_keys[:, :visible].transpose(1, 2))
+            if count > 1:  # token i sees the cache and the row's tokens up to itself
+                later = torch.ones(count, count, dtype=torch.bool).triu(1).repeat_interleave(group, dim=0)
+                scores[:, :, past:].masked_fill_(later, float("-inf"))
+            attended = torch.bmm(torch.softmax(scores, dim=-1), cached_values[:, :visible])
+            # [kv_heads, count * group, dim] → [count, heads * dim], heads in kv-major order as in the model
+            if count > 1:
+                attended = attended.view(self.kv_heads, count, group, self.head_dim).transpose(0, 1)
+            outputs.append(attended.reshape(count, -1))
             start += count
         return (outputs[0] if len(outputs) == 1 else torch.cat(outputs)).to(self.dtype)
+
+
+class _Split:
+    """Which tokens of a forward run on dense weights (rows of DENSE_MIN_TOKENS or more) and which packed."""
+
+    def __init__(self, dense: list[slice], packed: torch.Tensor | None, total: int) -> None:
+        self.dense = dense
+        self.packed = packed  # indices of the packed tokens, None when all are
+        self.total = total
+
+    @classmethod
+    def of(cls, rows: list[Row]) -> _Split:
+        dense, packed, start = [], [], 0
+        for row in rows:
+            count = len(row.ids)
+            if count >= DENSE_MIN_TOKENS:
+                dense.append(slice(start, start + count))
+            else:
+                packed.extend(range(start, start + count))
+            start += count
+        return cls(dense, None if not dense else torch.tensor(packed, dtype=torch.long), start)
+
+    def apply(self, linear: PackedLinear, x: torch.Tensor) -> torch.Tensor:
+        if not self.dense:
+            return linear(x)
+        if len(self.dense) == 1 and self.dense[0] == slice(0, self.total):
+            return linear.dense(x)
+        y = torch.empty(x.shape[0], linear.out_features, dtype=x.dtype)
+        for part in self.dense:  # one matmul per row, so a row's result does not depend on the others
+            y[part] = linear.dense(x[part])
+        if self.packed is not None and self.packed.numel():
+            y[self.packed] = linear(x[self.packed])
+        return y
 
 
 def _fuse(linears: tuple[Any, ...]) -> torch.Tensor:

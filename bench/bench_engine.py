@@ -8,10 +8,10 @@
 (b) plain transformers `model.generate` on the bf16 model;
 (c) plain llama-cpp-python `Llama.generate` on the same GGUF (when installed).
 Greedy, the same prompt, repetition penalty off, the prompt cache emptied before
-each run so every TTFT is a cold prefill; medians of --runs after a warm-up run.
-Every path uses torch's thread count and runs in a fresh process of its own, as it
-would in the app: two engines in one process fight over the cores (see
-loader.in_passing_thread). Then: quality against the reference, the prompt cache
+each run so every TTFT is a cold prefill; medians of --runs. Every run (after a
+warm-up) is a fresh process of its own, the paths taking turns, as a path would run
+in the app: two engines in one process fight over the cores (see
+loader.in_passing_thread). Every path uses torch's thread count. Then: quality against the reference, the prompt cache
 over a 10-turn chat, 4 chats at once, RSS over 50 turns, and start-to-first-token.
 """
 
@@ -201,10 +201,13 @@ def in_child(*args: object) -> str:
 
 
 def speed_table(paths: list[str], runs: int, tokens: int) -> dict[str, Sample]:
-    result = {}
-    for path in paths:
-        samples = [Sample(**sample) for sample in json.loads(in_child("speed", path, runs, tokens).splitlines()[-1])]
-        result[path] = medians(samples)
+    """Each run of each path in a fresh process, the paths taking turns, so machine noise hits all alike."""
+    samples: dict[str, list[Sample]] = {path: [] for path in paths}
+    for _ in range(runs):
+        for path in paths:
+            output = in_child("speed", path, 1, tokens).splitlines()[-1]
+            samples[path] += [Sample(**sample) for sample in json.loads(output)]
+    result = {path: medians(path_samples) for path, path_samples in samples.items()}
     print("| path | TTFT ms | decode tok/s |\n| --- | --- | --- |")
     for name, sample in result.items():
         print(f"| {name} | {sample.ttft_s * 1000:.0f} | {sample.tokens_per_s:.1f} |")
@@ -242,35 +245,40 @@ def quality(labels: list[str]) -> None:
         print(f"| {label} | {same}/{positions} | {clear} | {value:.3f} | {100 * (value / base - 1):+.1f}% |")
 
 
-def prompt_cache(label: str, tokens: int = 32) -> None:
-    """TTFT of each turn of one 10-turn conversation, with the prompt cache and without."""
+def prompt_cache(label: str, runs: str = "3", tokens: int = 32) -> None:
+    """TTFT of turn 1 and turn 10 of a 10-turn chat, with the prompt cache and without; medians of `runs` chats."""
     client = engine_client(label)
     stream_once(client, [Message.user("Hello!")], 8)  # warm-up: the decode thread and its OpenMP team start
+    cache = client.engine.prompt_cache
+    limit = cache.max_entries
     for name, keep in (("with prompt cache", True), ("without", False)):
-        cache = client.engine.prompt_cache
-        limit = cache.max_entries
         cache.max_entries = limit if keep else 0
-        cache.clear()
-        conversation = [Message.system("You are a helpful gardening assistant.")]
-        ttfts, prompt_tokens = [], []
-        for turn in CHAT_TURNS:
-            conversation.append(Message.user(turn))
-            reply = []
-            done = None
-            for event in client.stream(conversation, **GREEDY, max_new_tokens=tokens):
-                if isinstance(event, TextDelta):
-                    reply.append(event.text)
-                elif isinstance(event, Done):
-                    done = event
-            assert done is not None and done.finish_reason != "error"
-            ttfts.append(done.timings.ttft_s)
-            prompt_tokens.append(done.usage.prompt_tokens)
-            conversation.append(Message.assistant("".join(reply)))
-        cache.max_entries = limit
+        firsts, lasts = [], []
+        for _ in range(int(runs)):
+            cache.clear()
+            conversation = [Message.system("You are a helpful gardening assistant.")]
+            ttfts, prompt_tokens = [], []
+            for turn in CHAT_TURNS:
+                conversation.append(Message.user(turn))
+                reply = []
+                done = None
+                for event in client.stream(conversation, **GREEDY, max_new_tokens=tokens):
+                    if isinstance(event, TextDelta):
+                        reply.append(event.text)
+                    elif isinstance(event, Done):
+                        done = event
+                assert done is not None and done.finish_reason != "error"
+                ttfts.append(done.timings.ttft_s)
+                prompt_tokens.append(done.usage.prompt_tokens)
+                conversation.append(Message.assistant("".join(reply)))
+            firsts.append(ttfts[0])
+            lasts.append(ttfts[-1])
+        first, last = statistics.median(firsts), statistics.median(lasts)
         print(
-            f"{label} {name}: turn 1 TTFT {ttfts[0] * 1000:.0f} ms ({prompt_tokens[0]} prompt tokens), "
-            f"turn 10 {ttfts[-1] * 1000:.0f} ms ({prompt_tokens[-1]} tokens): ratio {ttfts[-1] / ttfts[0]:.2f}"
+            f"{label} {name}: turn 1 TTFT {first * 1000:.0f} ms ({prompt_tokens[0]} prompt tokens), "
+            f"turn 10 {last * 1000:.0f} ms ({prompt_tokens[-1]} tokens): ratio {last / first:.2f}"
         )
+    cache.max_entries = limit
 
 
 def concurrency(label: str, tokens: int = 128, streams: int = 4) -> None:
@@ -400,7 +408,7 @@ def main() -> None:
         f"# Engines on the embedded SmolLM2-135M-Instruct, CPU, {torch.get_num_threads()} threads, "
         f"load average {os.getloadavg()[0]:.2f}\n"
     )
-    print(f"{args.tokens} new tokens, greedy, median of {args.runs} runs, each path in a fresh process\n")
+    print(f"{args.tokens} new tokens, greedy, median of {args.runs} runs, each run in a fresh process\n")
     paths = [*labels, GENERATE, *([LLAMA_CPP_PYTHON] if have_llama else [])]
     result = speed_table(paths, args.runs, args.tokens)
     auto = "llama.cpp" if have_llama else "transformers int4"  # what ENGINE=auto picks for the embedded model
@@ -419,13 +427,13 @@ def main() -> None:
     print("\n## Quality\n")
     print(in_child("quality", *labels), end="")
     for section, title in (
-        ("prompt_cache", "Prompt cache: a 10-turn chat, 32-token replies"),
+        ("prompt_cache", "Prompt cache: a 10-turn chat, 32-token replies, median of --runs chats"),
         ("concurrency", "Concurrency: 4 chats at once, 128 tokens each"),
         ("memory", "Memory (RSS, psutil)"),
     ):
         print(f"\n## {title}\n")
         for label in labels:
-            print(in_child(section, label), end="")
+            print(in_child(section, label, *([args.runs] if section == "prompt_cache" else [])), end="")
     print("\n## Start to first token (fresh process, warm model cache)\n")
     for label in labels:
         load_time(label, args.runs)

@@ -12,6 +12,7 @@ from glm_client.backends.decoding import PREFILL_CHUNK, SequenceDecoder
 from glm_client.backends.fast_llama import Row
 from glm_client.backends.packed import PackedLinear
 from glm_client.backends.prompt_cache import MIN_SHARED_PREFIX, PromptCache, shared_prefix
+from glm_client.backends.sampling import next_token, top_p_candidates
 from glm_client.config import GenerationParams
 
 
@@ -90,6 +91,15 @@ def test_prompt_cache_leaves_one_token_to_run_and_truncates():
     cache.put(list(range(80)), held)
     found, reused = cache.take(list(range(50)))  # the new prompt is a prefix of what is held
     assert found is held and reused == 49 and held.length == 49
+
+
+def test_prompt_cache_replays_the_last_ids_it_is_told_to():
+    cache = PromptCache(max_entries=4, max_bytes=100, replay=8)
+    held = FakeCache(80)
+    cache.put(list(range(80)), held)
+    assert cache.take(list(range(8))) == (None, 0)  # nothing left to reuse: the entry stays
+    found, reused = cache.take([*range(60), 7])
+    assert found is held and reused == 53 and held.length == 53
 
 
 def test_prompt_cache_ignores_a_short_shared_prefix():
@@ -220,3 +230,29 @@ def test_close_ends_a_sequence_in_flight_and_refuses_new_ones():
     assert decoder._thread is None
     with pytest.raises(RuntimeError, match="shut down"):
         list(decoder.generate([1], params, set()))
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 4.0])  # from flat (the whole-vocabulary fallback) to peaked
+@pytest.mark.parametrize("top_p", [0.5, 0.8, 0.95])
+def test_top_p_keeps_the_tokens_transformers_keeps(scale, top_p):
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    generator = torch.Generator().manual_seed(int(scale * 100 + top_p * 10))
+    logits = torch.randn(49152, generator=generator) * scale
+    warped = TopPLogitsWarper(top_p)(None, logits[None].clone())[0]
+    values, ids = top_p_candidates(logits, top_p)
+    assert set(ids.tolist()) == set(torch.nonzero(warped != float("-inf")).flatten().tolist())
+    assert torch.equal(values, logits[ids]) and bool((values[:-1] >= values[1:]).all())
+
+
+def test_top_p_sampling_is_seeded_and_stays_in_the_nucleus():
+    logits = torch.randn(5000, generator=torch.Generator().manual_seed(3)) * 3
+    params = GenerationParams(temperature=1.0, top_p=0.5, repetition_penalty=1.0)
+    _, nucleus = top_p_candidates(logits.clone(), 0.5)
+
+    def draws(seed: int) -> list[int]:
+        generator = torch.Generator().manual_seed(seed)
+        return [next_token(logits.clone(), torch.tensor([]), params, generator) for _ in range(200)]
+
+    assert draws(1) == draws(1) and set(draws(1)) <= set(nucleus.tolist())
+    assert len(set(draws(1))) > 1  # it samples, not picks

@@ -121,7 +121,11 @@ def test_two_concurrent_streams_each_get_their_own_output(embedded_client):
 def test_sampling_with_a_seed_is_reproducible(embedded_client):
     messages = [Message.user("Invent a name for a cat.")]
     params = {"temperature": 1.0, "top_p": 0.9, "max_new_tokens": 12, "seed": 7}
-    assert run(embedded_client, messages, **params)[0] == run(embedded_client, messages, **params)[0]
+    cache = embedded_client.engine.prompt_cache
+    first = run(embedded_client, messages, **params)[0]
+    reused = cache.reused_tokens
+    assert run(embedded_client, messages, **params)[0] == first
+    assert cache.reused_tokens > reused  # the second run started from the first one's cache
 
 
 def test_a_conversation_longer_than_the_context_drops_old_turns(embedded_client):

@@ -40,9 +40,13 @@ def shared_prefix(a: list[int], b: list[int]) -> int:
 class PromptCache:
     """At most `max_entries` caches holding at most `max_bytes` together; the least recently used goes first."""
 
-    def __init__(self, max_entries: int, max_bytes: int) -> None:
+    def __init__(self, max_entries: int, max_bytes: int, replay: int = 1) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        # The last `replay` ids of a prompt always run again (at least one: its logits pick the next
+        # token). An engine whose prompt chunks compute differently from single tokens replays a whole
+        # chunk, so the same prompt gives the same logits, cached or not (a seeded reply repeats).
+        self.replay = max(1, replay)
         self._entries: list[tuple[list[int], Cache]] = []  # most recent last
         self.reused_tokens = 0  # prompt tokens not prefilled thanks to the cache, for tests and the bench
         self._lock = threading.Lock()
@@ -50,7 +54,7 @@ class PromptCache:
     def take(self, ids: list[int]) -> tuple[Cache | None, int]:
         """The cache sharing the longest prefix with `ids` (removed from the store) and how many ids it can reuse.
 
-        At least one id is always left to run, since the model must produce logits for the next token.
+        The last `replay` ids are always left to run.
         """
         with self._lock:
             best, best_length = -1, 0
@@ -58,10 +62,10 @@ class PromptCache:
                 length = shared_prefix(held, ids)
                 if length > best_length:
                     best, best_length = index, length
-            if best < 0 or best_length < min(MIN_SHARED_PREFIX, len(ids) - 1):
+            reuse = min(best_length, len(ids) - self.replay)
+            if best < 0 or reuse <= 0 or best_length < min(MIN_SHARED_PREFIX, len(ids) - 1):
                 return None, 0
             _held, cache = self._entries.pop(best)
-            reuse = min(best_length, len(ids) - 1)
             self.reused_tokens += reuse
         cache.truncate(reuse)
         return cache, reuse

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from glm_client.backends.decoding import SequenceDecoder
-from glm_client.backends.fast_llama import FastLlama, Row, unsupported_reason
+from glm_client.backends.fast_llama import DENSE_MIN_TOKENS, FastLlama, Row, unsupported_reason
 from glm_client.backends.prompt_cache import PromptCache
 from glm_client.backends.sampling import next_token
 from glm_client.config import GenerationParams
@@ -46,7 +46,8 @@ Progress = Callable[[str], None]
 
 
 def default_prompt_cache() -> PromptCache:
-    return PromptCache(PROMPT_CACHE_ENTRIES, PROMPT_CACHE_BYTES)
+    # A prompt's last chunk runs dense, as it did when the prompt was new (fast_llama.py).
+    return PromptCache(PROMPT_CACHE_ENTRIES, PROMPT_CACHE_BYTES, replay=DENSE_MIN_TOKENS)
 
 
 class ModelLoadError(RuntimeError):

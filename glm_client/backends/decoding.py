@@ -20,7 +20,6 @@ only what is new.
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import queue
 import threading
 import weakref
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 from glm_client.backends.prompt_cache import Cache, PromptCache
-from glm_client.backends.sampling import next_token
+from glm_client.backends.sampling import TokenPicker
 from glm_client.config import GenerationParams
 
 if TYPE_CHECKING:
@@ -71,17 +70,11 @@ class _Sequence:
         constraint: TokenConstraint | None,
     ) -> None:
         self.pending = list(input_ids)  # ids to feed: the prompt, then each new token
-        self.prompt_ids = list(input_ids)
-        self.params = params
-        self.stop_ids = stop_ids
+        self.picker = TokenPicker(input_ids, params, stop_ids, constraint)
         self.cancel = cancel
-        self.constraint = constraint
-        self.generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
-        self.seen = torch.tensor(sorted(set(input_ids)), dtype=torch.long)
         self.cache: Cache | None = None
         self.held: list[int] = []  # the ids the cache holds, to find it again next turn
         self.fed: list[int] = []  # ids of the forward in progress
-        self.generated = 0
         self.output: queue.SimpleQueue[object] = queue.SimpleQueue()
         self.abandoned = False  # the caller stopped reading
 
@@ -122,10 +115,6 @@ class SequenceDecoder:
         """Yield new token ids until a stop id, max_new_tokens, `cancel`, or a complete constrained call."""
         if not input_ids:
             raise ValueError("generation needs at least one prompt token")
-        if constraint is not None:
-            # As in TransformersEngine.generate: a forced call must repeat the prompt's quotes, braces
-            # and values, and penalising them kept strings from closing (bench/bench_constrained.py).
-            params = dataclasses.replace(params, repetition_penalty=1.0)
         sequence = _Sequence(input_ids, params, stop_ids, cancel, constraint)
         with self._wake:
             if self._closed:
@@ -225,22 +214,12 @@ class SequenceDecoder:
 
     def _pick(self, sequence: _Sequence, row_logits: torch.Tensor) -> None:
         # a float32 copy of our own: sampling and the constraint change it in place
-        logits = row_logits.to(torch.float32, copy=True)
-        if sequence.constraint is not None:
-            sequence.constraint.mask(logits)
-        token = next_token(logits, sequence.seen, sequence.params, sequence.generator)
-        if token in sequence.stop_ids:
+        token = sequence.picker.pick(row_logits.to(torch.float32, copy=True))
+        if token is not None:
+            sequence.output.put(token)
+            sequence.pending = [token]
+        if sequence.picker.finished:
             self._finish(sequence)
-            return
-        complete = sequence.constraint is not None and sequence.constraint.accept(token)
-        sequence.output.put(token)
-        sequence.generated += 1
-        if complete or sequence.generated >= sequence.params.max_new_tokens:
-            self._finish(sequence)
-            return
-        if sequence.params.repetition_penalty != 1.0:
-            sequence.seen = torch.cat([sequence.seen, torch.tensor([token])])
-        sequence.pending = [token]
 
     def _finish(self, sequence: _Sequence) -> None:
         if sequence in self._active:

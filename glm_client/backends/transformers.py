@@ -15,7 +15,6 @@ serves every other model and device.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import torch
 from glm_client.backends.decoding import SequenceDecoder
 from glm_client.backends.fast_llama import DENSE_MIN_TOKENS, FastLlama, Row, unsupported_reason
 from glm_client.backends.prompt_cache import PromptCache
-from glm_client.backends.sampling import next_token
+from glm_client.backends.sampling import TokenPicker
 from glm_client.config import GenerationParams
 
 if TYPE_CHECKING:
@@ -217,30 +216,17 @@ class TransformersEngine:
             return
         from transformers import DynamicCache
 
-        if constraint is not None:
-            # The prompt spells the call's quotes and braces and the user's values, which a forced
-            # call must repeat: penalising them kept strings from closing (bench/bench_constrained.py).
-            params = dataclasses.replace(params, repetition_penalty=1.0)
-        generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
-        seen = torch.tensor(sorted(set(input_ids)), dtype=torch.long)
+        picker = TokenPicker(input_ids, params, stop_ids, constraint)
         cache = DynamicCache()
         step_input = torch.tensor([input_ids], dtype=torch.long, device=self.device)
         with torch.inference_mode():
-            for _ in range(params.max_new_tokens):
+            while not picker.finished:
                 if cancel is not None and cancel.is_set():
                     return
                 with self._forward_lock:
                     output = self.model(input_ids=step_input, past_key_values=cache, use_cache=True)
-                logits = output.logits[0, -1].float().cpu()
-                if constraint is not None:
-                    constraint.mask(logits)
-                token = next_token(logits, seen, params, generator)
-                if token in stop_ids:
+                token = picker.pick(output.logits[0, -1].float().cpu())
+                if token is None:
                     return
-                complete = constraint is not None and constraint.accept(token)
                 yield token
-                if complete:
-                    return
-                if params.repetition_penalty != 1.0:
-                    seen = torch.cat([seen, torch.tensor([token])])
                 step_input = torch.tensor([[token]], dtype=torch.long, device=self.device)

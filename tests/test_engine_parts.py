@@ -256,3 +256,17 @@ def test_top_p_sampling_is_seeded_and_stays_in_the_nucleus():
 
     assert draws(1) == draws(1) and set(draws(1)) <= set(nucleus.tolist())
     assert len(set(draws(1))) > 1  # it samples, not picks
+
+
+def test_a_failed_pick_reaches_its_caller_and_the_decoder_goes_on():
+    class Refusing:
+        def mask(self, logits):
+            pass
+
+        def accept(self, token):
+            raise RuntimeError(f"Token {token} does not fit")
+
+    decoder = decoder_for(CountingModel())
+    with pytest.raises(RuntimeError, match="does not fit"):
+        list(decoder.generate([1], COUNT, set(), constraint=Refusing()))
+    assert list(decoder.generate([1, 2, 3], COUNT, set())) == [4, 5, 6, 7, 8]

@@ -210,7 +210,11 @@ class SequenceDecoder:
             sequence.held += sequence.fed
             del sequence.pending[: len(sequence.fed)]
             if not sequence.pending:  # prompt done: the row's logits pick the next token
-                self._pick(sequence, logits[index])
+                try:
+                    self._pick(sequence, logits[index])
+                except Exception as error:  # e.g. a constraint refusing the token: this sequence ends, not the thread
+                    sequence.output.put(error)
+                    self._finish(sequence)
 
     def _pick(self, sequence: _Sequence, row_logits: torch.Tensor) -> None:
         # a float32 copy of our own: sampling and the constraint change it in place

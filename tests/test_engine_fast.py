@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from glm_client import Done, LocalClient, Message, TextDelta
-from glm_client.backends.decoding import PREFILL_CHUNK
-from glm_client.backends.fast_llama import FastLlama, Row
+from glm_client.backends.decoding import PREFILL_CHUNK, Row
+from glm_client.backends.fast_llama import FastLlama
 from glm_client.backends.prompt_cache import PromptCache
 from glm_client.backends.quality import (
     PERPLEXITY_TOLERANCE,

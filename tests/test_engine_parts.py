@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from glm_client.backends.decoding import PREFILL_CHUNK, SequenceDecoder
-from glm_client.backends.fast_llama import Row
 from glm_client.backends.packed import PackedLinear
 from glm_client.backends.prompt_cache import MIN_SHARED_PREFIX, PromptCache, shared_prefix
 from glm_client.backends.sampling import next_token, top_p_candidates
@@ -149,7 +148,7 @@ COUNT = GenerationParams(temperature=0.0, max_new_tokens=5, repetition_penalty=1
 
 
 def decoder_for(model: CountingModel, prompt_cache: PromptCache | None = None) -> SequenceDecoder:
-    return SequenceDecoder(model, Row, 4096, prompt_cache if prompt_cache is not None else PromptCache(4, 1 << 20))
+    return SequenceDecoder(model, 4096, prompt_cache if prompt_cache is not None else PromptCache(4, 1 << 20))
 
 
 def test_decoder_yields_tokens_and_respects_limits_and_stop_ids():

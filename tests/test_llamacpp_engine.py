@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 from glm_client import Done, LocalClient, Message, Settings, TextDelta, ToolCall, embedded, load_client
-from glm_client.backends.llamacpp import LlamaRow
+from glm_client.backends.decoding import Row
 from glm_client.config import GenerationParams
 
 pytestmark = pytest.mark.model
@@ -103,7 +103,7 @@ LOGIT_DRIFT = 1.0
 def last_logits(model, pieces: list[list[int]], cache=None):
     cache = cache or model.new_cache(0)
     for piece in pieces:
-        logits = model.forward([LlamaRow(cache, piece)])[0]
+        logits = model.forward([Row(cache, piece)])[0]
     return logits, cache
 
 
@@ -132,7 +132,7 @@ def test_a_row_batched_with_other_sequences_gives_its_own_logits(llama_client):
     _, mine = last_logits(model, [ids[:-1]])
     _, other = last_logits(model, [ids[:10]])
     _, third = last_logits(model, [[1, 2, 3]])
-    batched = model.forward([LlamaRow(other, [5]), LlamaRow(mine, ids[-1:]), LlamaRow(third, [4, 5, 6])])
+    batched = model.forward([Row(other, [5]), Row(mine, ids[-1:]), Row(third, [4, 5, 6])])
     assert batched.shape[0] == 3
     assert (batched[1] - alone).abs().max() < LOGIT_DRIFT and batched[1].argmax() == alone.argmax()
     for cache in (first, mine, other, third):

@@ -23,7 +23,8 @@ import atexit
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import torch
@@ -42,7 +43,10 @@ PREFILL_CHUNK = 512
 IDLE_EXIT_S = 30.0
 
 
-class Row(Protocol):
+@dataclass(frozen=True)
+class Row:
+    """A slice of one forward: `ids` appended to the sequence held in `cache`."""
+
     cache: Cache
     ids: list[int]
 
@@ -88,12 +92,10 @@ class SequenceDecoder:
     def __init__(
         self,
         model: StepModel,
-        make_row: Callable[[Cache, list[int]], Row],
         context_length: int,
         prompt_cache: PromptCache,
     ) -> None:
         self.model = model
-        self.make_row = make_row
         self.context_length = context_length
         self.prompt_cache = prompt_cache
         self.batch_sizes: list[int] = []  # sequences per recent forward, for tests and the bench
@@ -194,7 +196,7 @@ class SequenceDecoder:
         rows = []
         for sequence in self._active:
             sequence.fed = sequence.pending[:PREFILL_CHUNK]
-            rows.append(self.make_row(sequence.cache, sequence.fed))  # type: ignore[arg-type]
+            rows.append(Row(sequence.cache, sequence.fed))  # type: ignore[arg-type]
         try:
             logits = self.model.forward(rows)
         except Exception as error:  # every sequence of the step learns of it; their caches are unknown now

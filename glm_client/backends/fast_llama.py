@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from glm_client.backends.decoding import Row
 from glm_client.backends.packed import PackedLinear
 
 # Architectures whose decoder layers this forward reproduces exactly.
@@ -92,14 +93,6 @@ class _Layer:
     mlp_norm: torch.Tensor
     gate_up: PackedLinear
     down: PackedLinear
-
-
-@dataclass(frozen=True)
-class Row:
-    """A slice of one forward: `ids` appended to the sequence held in `cache`."""
-
-    cache: KVCache
-    ids: list[int]
 
 
 def unsupported_reason(model: Any) -> str | None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from glm_client.backends.decoding import PREFILL_CHUNK, SequenceDecoder
+from glm_client.backends.decoding import PREFILL_CHUNK, Row, SequenceDecoder
 from glm_client.backends.prompt_cache import PromptCache
 from glm_client.backends.transformers import MAX_AUTO_CONTEXT, EngineInfo, ModelLoadError, Progress
 from glm_client.config import GenerationParams
@@ -71,12 +71,6 @@ class LlamaSequence:
 
     def nbytes(self) -> int:
         return self.length * self.model.kv_bytes_per_token
-
-
-class LlamaRow:
-    def __init__(self, cache: LlamaSequence, ids: list[int]) -> None:
-        self.cache = cache
-        self.ids = ids
 
 
 class LlamaCppModel:
@@ -136,10 +130,10 @@ class LlamaCppModel:
                 self._api.llama_memory_seq_rm(self._memory, seq_id, 0, -1)
             self._free_ids.append(seq_id)
 
-    def forward(self, rows: list[LlamaRow]) -> torch.Tensor:
+    def forward(self, rows: list[Row]) -> torch.Tensor:
         """Append each row's ids to its sequence; the logits after each row's last id, [rows, vocab]."""
         logits: list[np.ndarray] = []
-        group: list[LlamaRow] = []
+        group: list[Row] = []
         for row in rows:
             if group and sum(len(r.ids) for r in group) + len(row.ids) > DECODE_BATCH:
                 logits += self._decode(group)
@@ -148,7 +142,7 @@ class LlamaCppModel:
         logits += self._decode(group)
         return torch.from_numpy(np.stack(logits))
 
-    def _decode(self, rows: list[LlamaRow]) -> list[np.ndarray]:
+    def _decode(self, rows: list[Row]) -> list[np.ndarray]:
         batch = self._batch
         ends = []
         index = 0
@@ -204,7 +198,7 @@ class LlamaCppEngine:
         # Kept sequences are bounded by count; their cells come out of the shared context.
         self.prompt_cache = PromptCache(PROMPT_CACHE_ENTRIES, max_bytes=1 << 62)
         model.evict = self.prompt_cache.evict_oldest
-        self.decoder = SequenceDecoder(model, LlamaRow, model.context_length, self.prompt_cache)
+        self.decoder = SequenceDecoder(model, model.context_length, self.prompt_cache)
         _open_engines.add(self)
 
     def close(self) -> None:

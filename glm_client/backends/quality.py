@@ -17,6 +17,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from glm_client.backends.decoding import Row
+
 PERPLEXITY_TOLERANCE = 0.02
 # A lead of this many logits or less is a tie: two bf16 steps at the embedded model's logit scale (~20).
 NEAR_TIE = 0.25
@@ -71,9 +73,9 @@ def decoder_logits(decoder: Any, prompt: list[int], reply: list[int]) -> torch.T
     """The same from a SequenceDecoder's model: prefill `prompt`, then feed `reply` one token at a time."""
     cache = decoder.model.new_cache(decoder.context_length)
     try:
-        rows = [decoder.model.forward([decoder.make_row(cache, prompt)])[0]]
+        rows = [decoder.model.forward([Row(cache, prompt)])[0]]
         for token in reply[:-1]:
-            rows.append(decoder.model.forward([decoder.make_row(cache, [token])])[0])
+            rows.append(decoder.model.forward([Row(cache, [token])])[0])
     finally:
         cache.release()
     return torch.stack(rows).float()

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from glm_client.backends.decoding import SequenceDecoder
-from glm_client.backends.fast_llama import DENSE_MIN_TOKENS, FastLlama, Row, unsupported_reason
+from glm_client.backends.fast_llama import DENSE_MIN_TOKENS, FastLlama, unsupported_reason
 from glm_client.backends.prompt_cache import PromptCache
 from glm_client.backends.sampling import TokenPicker
 from glm_client.config import GenerationParams
@@ -117,7 +117,7 @@ class TransformersEngine:
         self.decoder: SequenceDecoder | None = None
         if fast is not None:
             self.prompt_cache = prompt_cache if prompt_cache is not None else default_prompt_cache()
-            self.decoder = SequenceDecoder(fast, Row, info.context_length, self.prompt_cache)
+            self.decoder = SequenceDecoder(fast, info.context_length, self.prompt_cache)
 
     @property
     def vocab_size(self) -> int:

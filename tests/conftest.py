@@ -17,15 +17,29 @@ from glm_client import LocalClient, Settings, load_client  # noqa: E402
 from glm_client.testing import ScriptedClient  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def embedded_client() -> LocalClient:
-    """The packaged SmolLM2 on this machine's CPU: the real thing, shared by all tests."""
+def load_embedded(engine: str) -> LocalClient:
+    """The packaged SmolLM2 on `engine`, whatever MODEL_PATH or OPENAI_BASE_URL say."""
     env = {k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "OPENAI_BASE_URL")}
-    # The transformers engine, even where the optional llama.cpp one is installed: these tests
-    # compare it with transformers' own forward (tests/test_llamacpp_engine.py covers llama.cpp).
-    client = load_client(Settings.from_env({**env, "ENGINE": "transformers"}))
+    client = load_client(Settings.from_env({**env, "ENGINE": engine}))
     assert isinstance(client, LocalClient)
     return client
+
+
+@pytest.fixture(scope="session")
+def embedded_client() -> LocalClient:
+    """The packaged SmolLM2 on this machine's CPU: the real thing, shared by all tests.
+
+    The transformers engine, even where the optional llama.cpp one is installed: these tests
+    compare it with transformers' own forward (tests/test_llamacpp_engine.py covers llama.cpp).
+    """
+    return load_embedded("transformers")
+
+
+@pytest.fixture(scope="module")
+def llama_client() -> LocalClient:
+    """The packaged SmolLM2 on the optional llama.cpp engine; skips where llama-cpp-python is missing."""
+    pytest.importorskip("llama_cpp")
+    return load_embedded("llamacpp")
 
 
 @pytest.fixture

@@ -14,21 +14,13 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from glm_client import Done, LocalClient, Message, Settings, TextDelta, ToolCall, embedded, load_client
+from glm_client import Done, LocalClient, Message, TextDelta, ToolCall, embedded
 from glm_client.backends.decoding import Row
 from glm_client.config import GenerationParams
 
 pytestmark = pytest.mark.model
 
 GREEDY = {"temperature": 0.0, "max_new_tokens": 24}
-
-
-@pytest.fixture(scope="module")
-def llama_client() -> LocalClient:
-    env = {k: v for k, v in os.environ.items() if k not in ("MODEL_PATH", "OPENAI_BASE_URL")}
-    client = load_client(Settings.from_env({**env, "ENGINE": "llamacpp"}))
-    assert isinstance(client, LocalClient)
-    return client
 
 
 def run(client: LocalClient, messages: list[Message], **params) -> tuple[str, Done]:

@@ -178,13 +178,19 @@ class FastLlama:
         cos, sin = angles.cos().to(self.dtype)[:, None], angles.sin().to(self.dtype)[:, None]
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
         split = _Split.of(rows)
+        group = self.heads // self.kv_heads
+        # per row, which of its own tokens each query may not see (the same in every layer)
+        later = [
+            torch.ones(n, n, dtype=torch.bool).triu(1).repeat_interleave(group, dim=0) if n > 1 else None
+            for n in (len(row.ids) for row in rows)
+        ]
         for index, layer in enumerate(self.layers):
             h = self._norm(x, layer.attention_norm)
             qkv = split.apply(layer.qkv, h)
             query_keys = qkv[:, : (heads + kv_heads) * dim].view(-1, heads + kv_heads, dim)
             query_keys = query_keys * cos + _rotate_half(query_keys) * sin
             values = qkv[:, (heads + kv_heads) * dim :].view(-1, kv_heads, dim)
-            attended = self._attention(index, rows, query_keys[:, :heads], query_keys[:, heads:], values)
+            attended = self._attention(index, rows, later, query_keys[:, :heads], query_keys[:, heads:], values)
             x = x + split.apply(layer.output, attended)
             h = self._norm(x, layer.mlp_norm)
             gate_up = split.apply(layer.gate_up, h)
@@ -199,7 +205,13 @@ class FastLlama:
         return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
     def _attention(
-        self, layer: int, rows: list[Row], queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+        self,
+        layer: int,
+        rows: list[Row],
+        later: list[torch.Tensor | None],
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
     ) -> torch.Tensor:
         """Write each row's keys/values into its cache and attend over the cache; [tokens, heads * dim].
 
@@ -212,7 +224,7 @@ class FastLlama:
         start = 0
         group = self.heads // self.kv_heads
         queries = (queries.to(KV_DTYPE) * self.scale).view(-1, self.kv_heads, group, self.head_dim)
-        for row in rows:
+        for row, row_later in zip(rows, later, strict=True):
             count, past = len(row.ids), row.cache.length
             visible = past + count
             cached_keys, cached_values = row.cache.keys[layer], row.cache.values[layer]
@@ -224,9 +236,8 @@ class FastLlama:
             else:
                 grouped = queries[start : start + count].transpose(0, 1).reshape(self.kv_heads, count * group, -1)
             scores = torch.bmm(grouped, cached_keys[:, :visible].transpose(1, 2))
-            if count > 1:  # token i sees the cache and the row's tokens up to itself
-                later = torch.ones(count, count, dtype=torch.bool).triu(1).repeat_interleave(group, dim=0)
-                scores[:, :, past:].masked_fill_(later, float("-inf"))
+            if row_later is not None:  # token i sees the cache and the row's tokens up to itself
+                scores[:, :, past:].masked_fill_(row_later, float("-inf"))
             attended = torch.bmm(torch.softmax(scores, dim=-1), cached_values[:, :visible])
             # [kv_heads, count * group, dim] → [count, heads * dim], heads in kv-major order as in the model
             if count > 1:

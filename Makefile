@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 API_PORT ?= 8000
 
-.PHONY: run test serve chat setup setup-dev system-deps lint format bench bench-deps clean-cache
+.PHONY: run test serve chat setup setup-dev debian-packages lint format bench bench-deps clean-cache
 
 run: setup
 	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
@@ -33,20 +33,25 @@ test: setup-dev
 
 setup: $(VENV)/.runtime-installed
 	@$(PY) -m glm_client.embedded
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(RUNTIME_PACKAGES)" \
+		WITHOUT="the Code Interpreter runs code unsandboxed (refused when APP_PASSWORD is set)"
 
-setup-dev: setup $(VENV)/.dev-installed system-deps
+setup-dev: setup $(VENV)/.dev-installed
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(TEST_PACKAGES)" WITHOUT="their tests will be skipped"
 
-# Debian packages the tests use: headless Chromium (browser test), an emoji font for its
-# screenshots, and a PostgreSQL server (the store's second backend). Installed once.
-DEBIAN_PACKAGES := chromium fonts-noto-color-emoji postgresql
-system-deps:
-	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+# Debian packages: bubblewrap, the Code Interpreter's sandbox, for the app; for the tests,
+# headless Chromium (browser test), an emoji font for its screenshots, and a PostgreSQL
+# server (the store's second backend). Installed once, when running as root.
+RUNTIME_PACKAGES := bubblewrap
+TEST_PACKAGES := chromium fonts-noto-color-emoji postgresql
+debian-packages:
+	@missing=$$(for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "Installing Debian packages: $$missing"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 		else \
-			echo "Missing Debian packages ($$missing): their tests will be skipped. Install them with sudo apt-get install $$missing"; \
+			echo "Missing Debian packages ($$missing): $(WITHOUT). Install them with sudo apt-get install $$missing"; \
 		fi; \
 	fi
 

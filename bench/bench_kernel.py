@@ -9,6 +9,9 @@ Run: .venv/bin/python bench/bench_kernel.py [--runs 100] [--starts 3]
    still: it writes every cell to IPython's history database, which ours turns off.)
 2. First-execution latency: pre-warmed (start(), then time execute) vs cold (time
    constructing a session plus its first execute, which launches the kernel).
+3. The bubblewrap sandbox: round trip and cold start of a sandboxed session against an
+   unsandboxed one, interleaved. Targets: round trip <= 1.1x, cold start <= +0.3 s.
+(1 and 2 run unsandboxed, as the raw client's kernel does.)
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ from jupyter_client.kernelspec import KernelSpec
 
 from kernel import KernelSession
 from kernel.process import kernel_env, kernel_spec
+from sandbox import SandboxChoice, bwrap_problem
 
 CODE = "1+1"
+SANDBOXED = SandboxChoice("bwrap")
+UNCONFINED = SandboxChoice("none", "the raw client's kernel is unconfined too")
 
 
 def raw_execute(client: BlockingKernelClient) -> None:
@@ -61,7 +67,7 @@ def round_trips(runs: int) -> tuple[list[float], list[float]]:
     client.wait_for_ready(timeout=60)
     ours, raw = [], []
     try:
-        with KernelSession() as session:
+        with KernelSession(sandbox=UNCONFINED) as session:
             for _ in range(10):  # warm up both kernels and both code paths
                 session.execute(CODE)
                 raw_execute(client)
@@ -85,16 +91,42 @@ def round_trips(runs: int) -> tuple[list[float], list[float]]:
 def first_executions(starts: int) -> tuple[list[float], list[float]]:
     warm, cold = [], []
     for _ in range(starts):
-        with KernelSession() as session:  # __enter__ starts the kernel
+        with KernelSession(sandbox=UNCONFINED) as session:  # __enter__ starts the kernel
             started = time.perf_counter()
             session.execute(CODE)
             warm.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        session = KernelSession()
-        session.execute(CODE)
-        cold.append(time.perf_counter() - started)
-        session.shutdown()
+        cold.append(cold_start(UNCONFINED))
     return warm, cold
+
+
+def cold_start(sandbox: SandboxChoice) -> float:
+    """Construct a session and run its first cell, which launches the kernel."""
+    started = time.perf_counter()
+    session = KernelSession(sandbox=sandbox)
+    result = session.execute(CODE)
+    elapsed = time.perf_counter() - started
+    session.shutdown()
+    assert result.text == "2", result.to_observation()
+    return elapsed
+
+
+def sandbox_costs(runs: int, starts: int) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Round trips and cold starts, sandboxed and not, taking turns."""
+    boxed, free = [], []
+    with KernelSession(sandbox=SANDBOXED) as sandboxed, KernelSession(sandbox=UNCONFINED) as unconfined:
+        for _ in range(10):
+            sandboxed.execute(CODE)
+            unconfined.execute(CODE)
+        for run in range(runs):
+            for session, times in [(sandboxed, boxed), (unconfined, free)][:: 1 if run % 2 else -1]:
+                started = time.perf_counter()
+                session.execute(CODE)
+                times.append(time.perf_counter() - started)
+    cold_boxed, cold_free = [], []
+    for start in range(starts):
+        for sandbox, times in [(SANDBOXED, cold_boxed), (UNCONFINED, cold_free)][:: 1 if start % 2 else -1]:
+            times.append(cold_start(sandbox))
+    return boxed, free, cold_boxed, cold_free
 
 
 def ms(seconds: float) -> str:
@@ -118,6 +150,21 @@ def main() -> None:
     print(f"First execution, median of {args.starts} kernels")
     print(f"  pre-warmed (start() first)  {ms(statistics.median(warm))}")
     print(f"  cold (construct + execute)  {ms(statistics.median(cold))}")
+
+    if problem := bwrap_problem():
+        print(f"Sandbox figures skipped: {problem}")
+        return
+    boxed, free, cold_boxed, cold_free = sandbox_costs(args.runs, args.starts)
+    print(f"Sandbox (bubblewrap), medians of {args.runs} round trips and {args.starts} cold starts, interleaved")
+    print(f"  round trip sandboxed        {ms(statistics.median(boxed))}")
+    print(f"  round trip unsandboxed      {ms(statistics.median(free))}")
+    print(
+        f"  ratio                       {statistics.median(boxed) / statistics.median(free):8.2f} x   (target <= 1.10 x)"
+    )
+    print(f"  cold start sandboxed        {ms(statistics.median(cold_boxed))}")
+    print(f"  cold start unsandboxed      {ms(statistics.median(cold_free))}")
+    extra = statistics.median(cold_boxed) - statistics.median(cold_free)
+    print(f"  difference                  {ms(extra)}   (target <= +300 ms)")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from glm_client.messages import Message, ToolCall
 CLEAR, STOP = "clear", "stop"
 DEFAULT_SYSTEM = "You are a helpful, concise assistant."
 INTERPRETER_SYSTEM = (
-    "You are a helpful assistant with a Python interpreter on the user's computer (no Internet access). "
+    "You are a helpful assistant with a Python interpreter (no Internet access; files live in its working directory). "
     "To compute, analyse data or draw plots, write Python code: it runs and you see its output. "
     "If the code fails, fix it and try again."
 )

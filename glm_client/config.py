@@ -22,6 +22,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANTIZE = ("auto", "none", "4", "8")
 ENGINES = ("auto", "transformers", "llamacpp")
+KERNEL_SANDBOXES = ("auto", "bwrap", "none")
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class Settings:
     app_password: str = field(default="", repr=False)  # never in logs
     kernel_timeout_s: float = 60.0
     kernel_memory_mb: int = 2048
+    kernel_sandbox: str = "auto"  # auto: bwrap when it can start here; see sandbox/policy.py
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -154,4 +156,5 @@ class Settings:
             app_password=env.get("APP_PASSWORD", ""),
             kernel_timeout_s=float(_number(env, "KERNEL_TIMEOUT", 60.0, 1.0, float)),
             kernel_memory_mb=int(_number(env, "KERNEL_MEMORY_MB", 2048, 256)),
+            kernel_sandbox=_choice(env, "KERNEL_SANDBOX", KERNEL_SANDBOXES, "auto"),
         )

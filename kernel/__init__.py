@@ -8,29 +8,36 @@
 Threat model
 ------------
 The code comes from a language model, which may be wrong, careless or steered by a
-prompt injection. The limits protect the app and the machine from *accidents*:
+prompt injection (a pasted text, an uploaded file, a tool result): it is hostile until
+proven otherwise. By default (KERNEL_SANDBOX=auto, bwrap present) each kernel runs in a
+bubblewrap sandbox (sandbox/), which gives it:
 
-- a cell that loops forever (time limit: interrupt, then restart),
-- a memory bomb (RLIMIT_AS on the kernel and its children: MemoryError or a dead kernel,
-  never a dead app),
-- a flood of output (capped per execution and again for the model),
-- a cell waiting for `input()` (refused at once),
-- a crashing kernel (detected and restarted),
-- leftover processes (each kernel leads its own process group; shutdown kills the tree;
-  an atexit hook and `shutdown_idle` reap the rest; if the app is killed outright, ipykernel
-  notices its parent is gone and exits, though its own subprocesses may then survive),
-- uploads escaping the working directory (names are reduced to a plain basename),
-- the app's secrets in the environment (variables named like *_KEY/*_TOKEN/*_SECRET are
-  not passed to the kernel),
-- other local users talking to the kernel (unix sockets in a private 0700 directory,
-  HMAC-signed messages).
+- a filesystem allow-list: the system's /usr and this Python read-only, the session's
+  working directory read-write at /mnt/data, a private 512 MiB /tmp; not DATA_DIR
+  (conversations, other workspaces), not $HOME, /root, /run, the checkout or any socket;
+- no network (its own network namespace: not even the host's loopback), no DNS;
+- its own PID, IPC and UTS namespaces (host processes are invisible, the app cannot be
+  signalled), a new session (no TIOCSTI), death with the app;
+- an unprivileged uid (a fresh one per working directory when the app is root, nobody in
+  a user namespace otherwise), no capabilities, no new privileges;
+- limits set inside before the kernel starts: address space (KERNEL_MEMORY_MB), 256
+  processes and threads, 1 GiB per file, an hour of CPU per process, no core files;
+- a fixed minimal environment: none of the app's variables.
 
-It is NOT a sandbox. The kernel runs as the same user as the app, with that user's
-files, network and CPU: code can read or delete anything the app can, open connections,
-or fork processes (they share the memory cap, not a count limit). The working directory
-is a convenience, not a jail. Run the app in a container or VM, as an unprivileged user
-without credentials on disk, if model code must not touch the host. RLIMIT_AS is
-enforced on Linux only and must be disabled (`memory_limit_bytes=None`) for CUDA.
+Kept from before, sandboxed or not: a time limit per cell (interrupt, then restart),
+output caps, `input()` refused, crashes detected and restarted, no leftover processes,
+upload names reduced to a basename, unix-socket channels in a private 0700 directory.
+
+Not covered: kernel exploits (the sandbox shares the host's Linux kernel), CPU
+starvation (each sandbox is its own session, so the scheduler's autogroups share the
+CPU fairly between it and the app, but a sandbox can still use its share), total memory
+across a sandbox's processes (RLIMIT_AS is per process: 256 processes may each map up to
+the limit; a cgroup would bound the sum), disk space in the working directory. As root,
+code in the sandbox could create user namespaces of its own (bwrap's --disable-userns
+needs the user namespace the unprivileged mode uses). KERNEL_SANDBOX=none, or `auto`
+where bwrap cannot start, runs the kernel unconfined as the app's user: the page says so,
+and a shared app (APP_PASSWORD set) refuses to run code then. RLIMIT_AS must be disabled
+(`memory_limit_bytes=None`) for CUDA.
 """
 
 from kernel.limits import (
@@ -42,7 +49,7 @@ from kernel.limits import (
 )
 from kernel.registry import live_sessions, shutdown_all, shutdown_idle
 from kernel.result import ExecutionResult, Output
-from kernel.session import KernelSession
+from kernel.session import KernelSession, KernelUnavailable
 
 __all__ = [
     "DEFAULT_MEMORY_LIMIT",
@@ -52,6 +59,7 @@ __all__ = [
     "MAX_UPLOAD_BYTES",
     "ExecutionResult",
     "KernelSession",
+    "KernelUnavailable",
     "Output",
     "live_sessions",
     "shutdown_all",

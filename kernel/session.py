@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import queue
 import shutil
 import subprocess
@@ -30,25 +31,35 @@ from kernel.limits import (
     MAX_UPLOAD_BYTES,
 )
 from kernel.process import (
+    KERNEL_ARGV,
+    SANDBOX_KERNEL_ENV,
     apply_memory_limit,
     describe_exit,
     has_exited,
+    in_launcher_thread,
     interrupt_process_group,
     kernel_env,
     kernel_spec,
     kill_process_tree,
 )
 from kernel.result import ExecutionResult, Output, Status
+from sandbox import MOUNT_POINT, Confinement, Limits, SandboxChoice, bwrap_command, claim_workdir, configured_sandbox
 
 WaitOutcome = Literal["idle", "timeout", "died"]
+
+
+class KernelUnavailable(RuntimeError):
+    """No kernel can run: the sandbox policy refuses, or the kernel failed to start. The message says why."""
 
 
 class _InCodeKernelManager(KernelManager):
     """A KernelManager whose kernel spec comes from code, never from installed kernelspecs."""
 
+    spec: KernelSpec | None = None
+
     @property
     def kernel_spec(self) -> KernelSpec:
-        return kernel_spec()
+        return self.spec or kernel_spec()
 
 
 class KernelSession:
@@ -58,6 +69,10 @@ class KernelSession:
     directory, runs in `workdir` under an address-space limit, and is restarted when it
     dies or ignores a timeout. One execution runs at a time; `interrupt()`, `restart()`
     and `shutdown()` may be called from other threads while one runs.
+
+    `sandbox` (default: what KERNEL_SANDBOX and APP_PASSWORD say, see sandbox/policy.py)
+    decides whether the kernel runs in a bubblewrap sandbox, where `workdir` is /mnt/data
+    and nothing else of the host is visible, unconfined, or not at all.
     """
 
     def __init__(
@@ -65,10 +80,14 @@ class KernelSession:
         workdir: Path | str | None = None,
         memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT,
         max_output_chars: int = MAX_RESULT_TEXT_CHARS,
+        sandbox: SandboxChoice | None = None,
     ) -> None:
         self._owns_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="glm-kernel-work-")).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.sandbox = sandbox or configured_sandbox()
+        # As root, the sandbox runs as a uid of its own, which owns the working directory.
+        self.sandbox_uid = claim_workdir(self.workdir) if self.sandbox.sandboxed else None
         self.memory_limit_bytes = memory_limit_bytes
         self.max_output_chars = max_output_chars
         self.last_used = time.monotonic()  # for shutdown_idle(); monotonic, so clock changes don't matter
@@ -107,10 +126,15 @@ class KernelSession:
 
     def interrupt(self) -> None:
         """Raise KeyboardInterrupt in the running code. Safe to call from any thread."""
-        process = self._process()
-        if process is not None:
-            with self._signal_lock:
+        manager, process = self._manager, self._process()
+        if manager is None or process is None:
+            return
+        with self._signal_lock:
+            if not self.sandbox.sandboxed:
                 interrupt_process_group(process)
+            elif not has_exited(process):
+                with contextlib.suppress(Exception):  # a dying kernel's control socket may be gone
+                    manager.interrupt_kernel()  # an interrupt_request message; the kernel signals itself
 
     def shutdown(self) -> None:
         """Kill the kernel and everything it started; remove a working directory we created.
@@ -142,7 +166,13 @@ class KernelSession:
         return self._busy
 
     @property
+    def cwd(self) -> str:
+        """The working directory as the code sees it: /mnt/data in a sandbox, the host path otherwise."""
+        return MOUNT_POINT if self.sandbox.sandboxed else str(self.workdir)
+
+    @property
     def pid(self) -> int | None:
+        """The kernel's process on the host (in a sandbox: bwrap's, which takes the kernel with it)."""
         process = self._process()
         return process.pid if process is not None else None
 
@@ -180,6 +210,9 @@ class KernelSession:
             self._busy = True
             try:
                 return self._execute(code, math.inf if timeout is None else timeout)
+            except KernelUnavailable as error:
+                note = error_output("KernelUnavailable", str(error))
+                return ExecutionResult(outputs=[note], status="error", duration_s=0.0, execution_count=None)
             finally:
                 self._busy = False
                 self.last_used = time.monotonic()
@@ -258,7 +291,7 @@ class KernelSession:
             return "The kernel was restarted while the code ran"
         self._kill()  # its subprocesses too; and reaping gives the exit status
         process = self._process()
-        how = describe_exit(process.returncode) if process is not None else "gone"
+        how = describe_exit(process.returncode, self.sandbox.sandboxed) if process is not None else "gone"
         return f"The kernel died unexpectedly ({how})"
 
     def _recover(self) -> str:
@@ -274,6 +307,8 @@ class KernelSession:
         """Launch the kernel if needed; relaunch one that died while idle and return a note saying so."""
         if self._closed:
             raise RuntimeError("This KernelSession was shut down; create a new one.")
+        if self.sandbox.mode == "refused":
+            raise KernelUnavailable(self.sandbox.reason)
         if self._client is None:
             self._launch()
             return None
@@ -291,17 +326,31 @@ class KernelSession:
         self._manager, self._runtime_dir = manager, runtime_dir
         self._generation += 1
         try:
-            manager.start_kernel(cwd=str(self.workdir), env=kernel_env())
-            process = self._process()
-            assert process is not None
-            apply_memory_limit(process.pid, self.memory_limit_bytes)
+            if self.sandbox.sandboxed:
+                self._start_sandboxed(manager, runtime_dir)
+            else:
+                manager.start_kernel(cwd=str(self.workdir), env=kernel_env())
+                process = self._process()
+                assert process is not None
+                apply_memory_limit(process.pid, self.memory_limit_bytes)
             client = manager.client()
             client.start_channels(stdin=False, hb=False, control=False)
             self._client = client
             client.wait_for_ready(timeout=KERNEL_START_TIMEOUT_S)
         except Exception as error:
             self._stop()
-            raise RuntimeError(f"The Python kernel failed to start: {error}") from error
+            raise KernelUnavailable(f"The Python kernel failed to start: {error}") from error
+
+    def _start_sandboxed(self, manager: _InCodeKernelManager, runtime_dir: Path) -> None:
+        """Start the kernel in bwrap: its sockets' directory is bound in, limits are set inside."""
+        limits = Limits(memory_bytes=self.memory_limit_bytes)
+        confinement = Confinement(self.workdir, limits, self.sandbox_uid, (runtime_dir,), SANDBOX_KERNEL_ENV)
+        manager.spec = kernel_spec(bwrap_command(confinement, KERNEL_ARGV), interrupt_mode="message")
+        manager.write_connection_file()
+        if self.sandbox_uid is not None:  # the kernel, as its own uid, binds the sockets and reads the key
+            for path in (runtime_dir, Path(manager.connection_file)):
+                os.chown(path, self.sandbox_uid, self.sandbox_uid)
+        in_launcher_thread(lambda: manager.start_kernel(cwd=str(self.workdir)))
 
     def _relaunch(self) -> None:
         self._stop()
@@ -340,7 +389,10 @@ class KernelSession:
 
         Raises ValueError if `data` is larger than `max_bytes`.
         """
-        return files.save_upload(self.workdir, name, data, max_bytes)
+        path = files.save_upload(self.workdir, name, data, max_bytes)
+        if self.sandbox_uid is not None:  # so code in the sandbox may change or replace it
+            os.chown(path, self.sandbox_uid, self.sandbox_uid)
+        return path
 
     def list_files(self) -> list[Path]:
         """Files in the working directory (for download buttons)."""

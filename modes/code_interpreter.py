@@ -2,39 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-import uuid
 
 import streamlit as st
 
 from glm_client import Message
 from glm_client.agent import run_turn
 from glm_client.dialects.base import INTERPRETER_TOOL
-from kernel import KernelSession, shutdown_idle
+from kernel import KernelSession, KernelUnavailable, shutdown_idle
 from kernel.executor import kernel_executor
 from ui import state
 from ui.conversation import CallProgress, answer, render_history
 from ui.history import history_sidebar
 from ui.model import get_client, settings
 from ui.sidebar import model_facts, sampling_controls
+from ui.workspace import session_workdir
 
 MODE = "code_interpreter"
 IDLE_KERNEL_S = 30 * 60  # a kernel unused this long is shut down; the next run starts a fresh one
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
-DEFAULT_SYSTEM_PROMPT = (
+SYSTEM_PROMPT_TEMPLATE = (
     "You are a helpful assistant that solves tasks by writing Python code. "
     "Write the code in one ```python block; it runs in a Jupyter kernel and you will see its output "
     "(text, tables; plots appear to the user as [Image]). numpy, pandas and matplotlib are installed. "
-    "The current working directory holds the user's uploaded files; save new files there. "
+    "Files are in {cwd}, the current working directory: the user's uploads are there; save new files there. "
     "There is no internet access. When you have the result, answer in words."
 )
 
 
+def prewarm(kernel: KernelSession) -> None:
+    with contextlib.suppress(KernelUnavailable):  # the first run reports it, in words
+        kernel.start()
+
+
 def start_kernel() -> KernelSession:
-    workdir = settings().data_dir / "workspaces" / uuid.uuid4().hex
-    kernel = KernelSession(workdir, memory_limit_bytes=settings().kernel_memory_mb * 1024 * 1024)
+    kernel = KernelSession(session_workdir(), memory_limit_bytes=settings().kernel_memory_mb * 1024 * 1024)
     # Pre-warm: the kernel starts while the page draws, so the first run does not wait for it.
-    threading.Thread(target=kernel.start, daemon=True).start()
+    threading.Thread(target=prewarm, args=(kernel,), daemon=True).start()
     return kernel
 
 
@@ -57,7 +62,11 @@ def kernel_sidebar(kernel: KernelSession) -> None:
         if right.button("🔄 Restart", key="ci_restart", help="Fresh kernel: variables are lost, files stay"):
             kernel.restart()
             st.toast("Kernel restarted.")
-        st.caption(f"Working directory: `{kernel.workdir.name}`")
+        st.caption(f"Working directory: `{kernel.cwd}`")
+        if kernel.sandbox.sandboxed:
+            st.caption("🔒 Sandboxed (bubblewrap): no network, nothing of the host but this directory.")
+        else:
+            st.caption("⚠️ Not sandboxed: code runs with the app's rights.")
         files = kernel.list_files()
         for path in files[:50]:
             size = path.stat().st_size
@@ -89,11 +98,16 @@ conversation = state.current(MODE)
 messages = conversation.messages
 history_sidebar(conversation)
 params = sampling_controls(MODE, {"temperature": 0.3})
-system_prompt = st.sidebar.text_area("System prompt", DEFAULT_SYSTEM_PROMPT, height=200, key=f"{MODE}_system_prompt")
+default_prompt = SYSTEM_PROMPT_TEMPLATE.format(cwd=kernel.cwd)
+system_prompt = st.sidebar.text_area("System prompt", default_prompt, height=200, key=f"{MODE}_system_prompt")
 kernel_sidebar(kernel)
 model_facts(client, messages)
 
 st.title("🧑‍💻 Code Interpreter")
+if kernel.sandbox.mode == "refused":
+    st.error(kernel.sandbox.reason, icon="⛔")
+elif not kernel.sandbox.sandboxed:
+    st.warning(kernel.sandbox.reason, icon="⚠️")
 render_history(messages)
 if messages and st.button("🧹 Clear", key="ci_clear", help="Start a new conversation (this one stays in the list)"):
     state.open_conversation(MODE, None)
@@ -109,7 +123,7 @@ if submission is not None and (submission.text.strip() or submission.files):
     names = save_uploads(kernel, submission.files)
     text = submission.text.strip()
     if names:
-        text += "\n\n[Uploaded to the working directory: " + ", ".join(names) + "]"
+        text += f"\n\n[Uploaded to {kernel.cwd}: " + ", ".join(names) + "]"
     messages.append(Message.user(text.strip()))
     with st.chat_message("user", avatar="🧑"):
         st.markdown(text)

@@ -9,11 +9,13 @@ from glm_client.agent import run_turn
 from tools import get_tool_status, get_tools, load_tools_dir
 from tools.adhoc import EXAMPLE, parse_tool_definitions
 from tools.executor import tool_executor
+from tools.workspace import tool_workdir
 from ui import state
 from ui.conversation import answer, call_title, render_history
 from ui.history import history_sidebar
 from ui.model import get_client, settings
 from ui.sidebar import model_facts, sampling_controls
+from ui.workspace import session_workdir
 
 MODE = "tool"
 DEFAULT_SYSTEM_PROMPT = "Answer the following questions as best as you can. Use a tool when it helps."
@@ -102,7 +104,9 @@ if messages and (messages[-1].role == "user" or answer_pending):
     conversation.save()
     conversation.save_params({**params, "force_tool": force_tool, "manual": manual})
     extra = {"force_tool": force_tool} if force_tool and messages[-1].role == "user" else {}
-    answer(
-        conversation, run_turn(client, messages, executor, tools, max_rounds=settings().max_rounds, **params, **extra)
-    )
+    with tool_workdir(session_workdir()):  # the shell tool works in this session's directory
+        answer(
+            conversation,
+            run_turn(client, messages, executor, tools, max_rounds=settings().max_rounds, **params, **extra),
+        )
     st.rerun()

@@ -8,9 +8,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import kernel
+import sandbox.policy
 import ui.model
 from glm_client import INTERPRETER, ToolCall
 from glm_client.testing import ScriptedClient
+from sandbox import bwrap_problem
 
 PAGE = str(Path(__file__).resolve().parent.parent / "modes" / "code_interpreter.py")
 PLOT = "import matplotlib.pyplot as plt\nprint('before')\nplt.plot([1, 4, 9])\nplt.show()\nprint('after')"
@@ -65,3 +67,40 @@ def test_files_written_by_code_get_download_buttons(page):
     app.chat_input(key="ci_input").set_value("Write a csv").run()
     app.run()
     assert any(button.label == "⬇️ report.csv" for button in app.get("download_button"))
+
+
+def test_the_sidebar_says_the_code_is_sandboxed_and_where_files_are(page):
+    app, _ = page
+    if bwrap_problem():
+        pytest.skip(bwrap_problem())
+    assert any("Sandboxed (bubblewrap)" in caption.value for caption in app.sidebar.caption)
+    assert "Files are in /mnt/data" in app.sidebar.text_area(key="code_interpreter_system_prompt").value
+    assert not app.warning and not app.error
+
+
+def test_unsandboxed_code_is_announced(monkeypatch, page):
+    monkeypatch.setenv("KERNEL_SANDBOX", "none")
+    app, _ = page
+    kernel.shutdown_all()  # the next run starts a kernel under the new setting
+    app.run()
+    assert [warning.value for warning in app.warning] == [
+        "KERNEL_SANDBOX=none: code runs unconfined, with the app's rights."
+    ]
+    assert any("Not sandboxed" in caption.value for caption in app.sidebar.caption)
+
+
+def test_a_shared_app_without_a_sandbox_refuses_the_code(monkeypatch, page, tmp_path):
+    monkeypatch.setenv("APP_PASSWORD", "team")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it
+    sandbox.policy.bwrap_problem.cache_clear()
+    app, client = page
+    kernel.shutdown_all()
+    try:
+        client.queue([ToolCall(INTERPRETER, {"code": "open('ran.txt', 'w').write('1')"})], "It did not run.")
+        app.chat_input(key="ci_input").set_value("Write a file").run()
+    finally:
+        sandbox.policy.bwrap_problem.cache_clear()
+    assert "APP_PASSWORD is set" in app.error[0].value
+    observation = client.requests[1][0][-1]
+    assert observation.is_error and observation.content.startswith("KernelUnavailable: Code is not run")
+    assert not list(tmp_path.rglob("ran.txt"))

@@ -17,8 +17,20 @@ import pytest
 
 from kernel import MAX_OBSERVATION_CHARS, MAX_RESULT_TEXT_CHARS, KernelSession, live_sessions, shutdown_idle
 from kernel.limits import INTERRUPT_GRACE_S, MiB
+from sandbox import SandboxChoice, bwrap_problem
 
 pytestmark = pytest.mark.kernel
+
+# Everything a kernel does must hold in the sandbox and without it.
+SANDBOXES = {"bwrap": SandboxChoice("bwrap"), "none": SandboxChoice("none", "unconfined in this test")}
+
+
+@pytest.fixture(scope="module", params=list(SANDBOXES))
+def sandbox(request: pytest.FixtureRequest) -> SandboxChoice:
+    if request.param == "bwrap" and (problem := bwrap_problem()):
+        pytest.skip(problem)
+    return SANDBOXES[request.param]
+
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -39,9 +51,9 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
 
 
 @pytest.fixture(scope="module")
-def session() -> Iterator[KernelSession]:
+def session(sandbox: SandboxChoice) -> Iterator[KernelSession]:
     """One kernel shared by the tests that leave it usable (most of them check exactly that)."""
-    with KernelSession() as shared:
+    with KernelSession(sandbox=sandbox) as shared:
         yield shared
 
 
@@ -176,9 +188,9 @@ def test_timeout_restarts_a_kernel_that_ignores_the_interrupt(session: KernelSes
     assert session.execute("print('back')").text == "back\n"
 
 
-def test_memory_bomb_is_contained() -> None:
+def test_memory_bomb_is_contained(sandbox: SandboxChoice) -> None:
     limit = 1024 * MiB  # small, so the bomb fails at once instead of filling this machine's memory
-    with KernelSession(memory_limit_bytes=limit) as small:
+    with KernelSession(memory_limit_bytes=limit, sandbox=sandbox) as small:
         assert small.execute("import resource\nresource.getrlimit(resource.RLIMIT_AS)").text == f"({limit}, {limit})"
         for bomb in ("x = bytearray(2 * 1024**3)", "y = [0] * 10**10"):
             result = small.execute(bomb, timeout=30)
@@ -200,9 +212,9 @@ def test_output_is_capped_per_result_and_for_the_model(session: KernelSession) -
 
 def test_sessions_are_isolated(session: KernelSession) -> None:
     session.execute("secret = 'first'\nopen('mine.txt', 'w').write('1')")
-    with KernelSession() as other:
+    with KernelSession(sandbox=session.sandbox) as other:
         assert other.workdir != session.workdir
-        assert other.execute("import os; os.getcwd()").text == repr(str(other.workdir))
+        assert other.execute("import os; os.getcwd()").text == repr(other.cwd)
         assert other.execute("secret").error.ename == "NameError"
         assert other.execute("import os; os.path.exists('mine.txt')").text == "False"
     assert session.execute("secret").text == "'first'"
@@ -222,24 +234,26 @@ def test_channels_are_unix_sockets_and_the_interpreter_is_ours(session: KernelSe
     assert session.execute("import sys; sys.executable").text == repr(sys.executable)
 
 
-def test_shutdown_leaves_no_processes() -> None:
+def test_shutdown_leaves_no_processes(sandbox: SandboxChoice) -> None:
     me = psutil.Process()
     before = {child.pid for child in me.children(recursive=True)}
-    doomed = KernelSession()
+    doomed = KernelSession(sandbox=sandbox)
     workdir = doomed.workdir
-    pids = doomed.execute(
-        "import os, subprocess\n"
+    result = doomed.execute(
+        "import subprocess\n"
         "plain = subprocess.Popen(['sleep', '60'])\n"
         "escaped = subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
-        "(os.getpid(), plain.pid, escaped.pid)"
-    ).text
-    kernel_pid, plain_pid, escaped_pid = eval(pids)
-    assert {kernel_pid, plain_pid, escaped_pid} <= {child.pid for child in me.children(recursive=True)}
+    )
+    assert result.status == "ok", result.text
+    # Seen from the host (pids inside a sandbox are its own): the kernel, both sleeps, and bwrap's when sandboxed.
+    started = {child.pid for child in me.children(recursive=True)} - before
+    sleeps = [pid for pid in started if psutil.Process(pid).name() == "sleep"]
+    assert len(sleeps) == 2 and doomed.pid in started
 
     doomed.shutdown()
 
     assert {child.pid for child in me.children(recursive=True)} - before == set()
-    assert wait_until(lambda: all(is_gone(pid) for pid in (kernel_pid, plain_pid, escaped_pid)))
+    assert wait_until(lambda: all(is_gone(pid) for pid in started))
     assert doomed not in live_sessions() and not doomed.is_alive()
     assert not workdir.exists()  # a temporary working directory goes with the session
     with pytest.raises(RuntimeError, match="shut down"):

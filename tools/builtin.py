@@ -1,8 +1,9 @@
 """Built-in tools, registered in the default registry on import.
 
 All work offline except `get_weather`, which says so plainly when the network is
-unavailable. `shell` runs commands on the host, so it is off unless the operator
-sets ENABLE_SHELL_TOOL=1.
+unavailable. `shell` runs model-written commands, so it is off unless the operator
+sets ENABLE_SHELL_TOOL=1, and each command runs in the same bubblewrap sandbox as a
+Code Interpreter kernel, over the session's working directory.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import urllib.parse
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sandbox import Confinement, Limits, bwrap_command, claim_workdir, configured_sandbox, sandbox_env
 from tools import calculator as _calculator
 from tools import units as _units
 from tools.registry import register_tool
 from tools.result import cap_text
+from tools.workspace import current_workdir
 
 # wttr.in's JSON API; WEATHER_API_URL overrides it (tests point it at a closed local port).
 WEATHER_URL = "https://wttr.in/{city}?format=j1"
@@ -109,15 +112,23 @@ def unit_convert(value: float, from_unit: str, to_unit: str) -> float:
 
 @register_tool(dangerous=True)
 def shell(command: str) -> str:
-    """Run a shell command on the host and return its exit code and output.
+    """Run a shell command in the working directory and return its exit code and output.
 
     Args:
         command: The command line, run with /bin/sh.
     """
-    # A new session, so a timeout can kill the whole process group, not only /bin/sh.
+    choice = configured_sandbox()
+    if choice.mode == "refused":
+        raise PermissionError(choice.reason)
+    workdir = current_workdir()
+    argv = ["/bin/sh", "-c", command]
+    if choice.sandboxed:
+        argv = bwrap_command(Confinement(workdir, Limits(), claim_workdir(workdir)), argv)
+    # A new session, so a timeout can kill the whole process group (bwrap takes the sandbox with it).
     with subprocess.Popen(
-        command,
-        shell=True,
+        argv,
+        cwd=workdir,
+        env=sandbox_env({}),  # never the app's environment, sandboxed or not
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -11,6 +11,7 @@ may block for long should carry their own timeouts (as `get_weather` and `shell`
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 import time
@@ -109,7 +110,9 @@ def run_tool(tool: Tool, arguments: dict[str, Any], timeout: float | None = DEFA
                 outcome["stdout"] = stdout.getvalue()
 
     started = time.perf_counter()
-    worker = threading.Thread(target=call, name=f"tool-{tool.name}", daemon=True)
+    # The caller's context (the session's working directory, tools/workspace.py) goes with the call.
+    context = contextvars.copy_context()
+    worker = threading.Thread(target=context.run, args=(call,), name=f"tool-{tool.name}", daemon=True)
     worker.start()
     worker.join(timeout)
     duration = time.perf_counter() - started

@@ -37,13 +37,15 @@ if any(m.role == "user" for m in messages):
 prompt = st.chat_input("Message the model", submit_mode="stop", key="chat_input")
 if prompt is not None and prompt.strip():
     messages.append(Message.user(prompt))
+    state.request_answer(MODE)
     with st.chat_message("user", avatar="🧑"):
         st.markdown(prompt)
 elif regenerate:
     state.drop_last_reply(conversation)
+    state.request_answer(MODE)
     st.rerun()  # redraw without the old reply, then answer below
 
-if messages and messages[-1].role == "user":
+if state.should_answer(MODE, messages):
     conversation.set_system_prompt(system_prompt)
     conversation.save()
     conversation.save_params(params)

@@ -96,10 +96,11 @@ if pending:
 prompt = st.chat_input("Ask something that needs a tool", submit_mode="stop", key="tool_input")
 if prompt is not None and prompt.strip():
     messages.append(Message.user(prompt))
+    state.request_answer(MODE)
     with st.chat_message("user", avatar="🧑"):
         st.markdown(prompt)
 
-if messages and (messages[-1].role == "user" or answer_pending):
+if answer_pending or state.should_answer(MODE, messages):
     conversation.set_system_prompt(system_prompt)
     conversation.save()
     conversation.save_params({**params, "force_tool": force_tool, "manual": manual})

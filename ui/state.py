@@ -102,6 +102,26 @@ def open_conversation(mode: str, conversation_id: str | None) -> None:
         st.query_params[QUERY_KEY] = conversation_id
 
 
+def request_answer(mode: str) -> None:
+    """The user asked for an answer (sent a message, Regenerate): the page answers on this run or the next."""
+    st.session_state[f"{mode}_answer_requested"] = True
+
+
+def should_answer(mode: str, messages: list[Message]) -> bool:
+    """Whether the page answers the last (user) message now: only when this session asked for it.
+
+    A conversation that merely ends in a user message (imported, or reopened after a crash)
+    never starts generation, let alone code, on its own: it gets an Answer button.
+    """
+    requested = st.session_state.pop(f"{mode}_answer_requested", False)
+    if not messages or messages[-1].role != "user":
+        return False
+    if requested:
+        return True
+    st.info("The last message has no answer yet.")
+    return st.button("▶️ Answer it", key=f"{mode}_answer")
+
+
 def drop_last_reply(conversation: OpenConversation) -> bool:
     """Remove everything after the last user message, for Regenerate; False if there is none."""
     messages = conversation.messages

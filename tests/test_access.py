@@ -53,3 +53,36 @@ def test_without_a_password_the_app_opens_directly(monkeypatch):
     ui.model.settings.clear()
     application = AppTest.from_file(APP, default_timeout=60).run()
     assert len(application.chat_input) == 1
+
+
+def test_guessing_from_many_sessions_locks_the_address_out(monkeypatch, caplog):
+    """Sessions are free: the lockout counts wrong passwords per address across all of them."""
+    monkeypatch.setenv("APP_PASSWORD", "correct horse")
+    monkeypatch.setattr(ui.access, "WRONG_PASSWORD_DELAY_S", 0.0)
+    monkeypatch.setattr(ui.model, "get_client", lambda: ScriptedClient())
+    ui.model.settings.clear()
+    monkeypatch.setattr(ui.access, "login_throttle", ui.access.LoginThrottle())
+    monkeypatch.setattr(ui.access, "client_address", lambda: "203.0.113.7")  # AppTest has no real peer address
+    for guess in range(ui.access.MAX_FAILURES):
+        session = AppTest.from_file(APP, default_timeout=60).run()  # a fresh session for every guess
+        session.text_input(key="login_password").input(f"guess {guess}")
+        session.button[0].click().run()
+        assert [error.value for error in session.error] == ["Wrong password."]
+    late = AppTest.from_file(APP, default_timeout=60).run()
+    late.text_input(key="login_password").input("correct horse")  # even the right one, while locked out
+    late.button[0].click().run()
+    assert late.error[0].value.startswith("Too many wrong passwords from this address; try again in")
+    assert len(late.chat_input) == 0
+    assert "Login locked for" in caplog.text
+
+
+def test_a_lockout_ends_and_a_success_clears_the_count():
+    throttle = ui.access.LoginThrottle()
+    for _ in range(ui.access.MAX_FAILURES):
+        throttle.failed("10.0.0.1", now=100.0)
+    assert throttle.wait_s("10.0.0.1", now=100.0) == ui.access.LOCKOUT_S
+    assert throttle.wait_s("10.0.0.2", now=100.0) == 0.0  # other addresses are not affected
+    assert throttle.wait_s("10.0.0.1", now=100.0 + ui.access.LOCKOUT_S) == 0.0
+    throttle.succeeded("10.0.0.1")
+    throttle.failed("10.0.0.1", now=1000.0)
+    assert throttle.wait_s("10.0.0.1", now=1000.0) == 0.0

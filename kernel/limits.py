@@ -35,5 +35,9 @@ MAX_TRACEBACK_FRAMES = 5
 
 # Uploads land in the session's working directory; bigger files belong elsewhere.
 MAX_UPLOAD_BYTES = 200 * 1000 * 1000
+# All uploads of one session together: the disk is shared by every user of the app.
+MAX_SESSION_UPLOAD_BYTES = 1000 * 1000 * 1000
 # Files reported by list_files(), so a cell that writes a million files cannot stall the UI.
 MAX_LISTED_FILES = 1000
+# Directory entries looked at to find them (a huge listing in one folder costs its whole read).
+MAX_SCANNED_ENTRIES = 20_000

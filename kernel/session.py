@@ -28,6 +28,7 @@ from kernel.limits import (
     INTERRUPT_GRACE_S,
     KERNEL_START_TIMEOUT_S,
     MAX_RESULT_TEXT_CHARS,
+    MAX_SESSION_UPLOAD_BYTES,
     MAX_UPLOAD_BYTES,
 )
 from kernel.process import (
@@ -89,6 +90,7 @@ class KernelSession:
         # As root, the sandbox runs as a uid of its own, which owns the working directory.
         self.sandbox_uid = claim_workdir(self.workdir) if self.sandbox.sandboxed else None
         self.memory_limit_bytes = memory_limit_bytes
+        self.upload_budget_bytes = MAX_SESSION_UPLOAD_BYTES  # what save_upload may still write, in all
         self.max_output_chars = max_output_chars
         self.last_used = time.monotonic()  # for shutdown_idle(); monotonic, so clock changes don't matter
         self._lock = threading.Lock()  # one execution (or start/restart/stop) at a time
@@ -387,9 +389,15 @@ class KernelSession:
     def save_upload(self, name: str, data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> Path:
         """Store an uploaded file in the working directory under a sanitised name.
 
-        Raises ValueError if `data` is larger than `max_bytes`.
+        Raises ValueError if `data` is larger than `max_bytes` or than what is left of the session's budget.
         """
+        if len(data) > self.upload_budget_bytes:
+            raise ValueError(
+                f"File {name!r} does not fit: this session may upload {self.upload_budget_bytes:,} more bytes "
+                f"({MAX_SESSION_UPLOAD_BYTES / 1e6:.0f} MB in all)."
+            )
         path = files.save_upload(self.workdir, name, data, max_bytes)
+        self.upload_budget_bytes -= len(data)
         if self.sandbox_uid is not None:  # so code in the sandbox may change or replace it
             os.chown(path, self.sandbox_uid, self.sandbox_uid)
         return path
@@ -397,6 +405,10 @@ class KernelSession:
     def list_files(self) -> list[Path]:
         """Files in the working directory (for download buttons)."""
         return files.list_files(self.workdir)
+
+    def read_file(self, path: Path, max_bytes: int) -> bytes:
+        """A file of the working directory (for a download), never through a link; ValueError/OSError if not."""
+        return files.read_file(self.workdir, path, max_bytes)
 
     def files_snapshot(self) -> files.FileSnapshot:
         """The working directory's state, to pass to `new_files_since` after running code."""

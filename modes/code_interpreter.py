@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from pathlib import Path
 
 import streamlit as st
 
@@ -22,6 +23,7 @@ from ui.workspace import session_workdir
 MODE = "code_interpreter"
 IDLE_KERNEL_S = 30 * 60  # a kernel unused this long is shut down; the next run starts a fresh one
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
+MAX_DOWNLOAD_BUTTONS = 50
 SYSTEM_PROMPT_TEMPLATE = (
     "You are a helpful assistant that solves tasks by writing Python code. "
     "Write the code in one ```python block; it runs in a Jupyter kernel and you will see its output "
@@ -68,16 +70,32 @@ def kernel_sidebar(kernel: KernelSession) -> None:
         else:
             st.caption("⚠️ Not sandboxed: code runs with the app's rights.")
         files = kernel.list_files()
-        for path in files[:50]:
-            size = path.stat().st_size
-            if size > MAX_DOWNLOAD_BYTES:
-                st.caption(f"{path.name} ({size // 1024 // 1024} MB, too large to download here)")
-            else:
-                st.download_button(
-                    f"⬇️ {path.name}", path.read_bytes(), file_name=path.name, key=f"download_{path.name}"
-                )
+        for path in files[:MAX_DOWNLOAD_BUTTONS]:
+            download_button(kernel, path)
+        if len(files) > MAX_DOWNLOAD_BUTTONS:
+            st.caption(f"… and more files; the first {MAX_DOWNLOAD_BUTTONS} are listed.")
         if not files:
             st.caption("No files yet. Attach files to a message to upload them.")
+
+
+def download_button(kernel: KernelSession, path: Path) -> None:
+    """A button that reads the file only when clicked; its key is its path, unique in the directory."""
+    relative = path.relative_to(kernel.workdir).as_posix()
+    try:
+        size = path.lstat().st_size
+    except OSError:  # removed while the page drew
+        return
+    if size > MAX_DOWNLOAD_BYTES:
+        st.caption(f"{relative} ({size // 1024 // 1024} MB, too large to download here)")
+        return
+
+    def contents() -> bytes:
+        try:
+            return kernel.read_file(path, MAX_DOWNLOAD_BYTES)
+        except (OSError, ValueError):  # changed or replaced by a link since the listing
+            return b""
+
+    st.download_button(f"⬇️ {relative}", contents, file_name=path.name, key=f"download_{relative}")
 
 
 def save_uploads(kernel: KernelSession, uploads: list) -> list[str]:
@@ -125,10 +143,11 @@ if submission is not None and (submission.text.strip() or submission.files):
     if names:
         text += f"\n\n[Uploaded to {kernel.cwd}: " + ", ".join(names) + "]"
     messages.append(Message.user(text.strip()))
+    state.request_answer(MODE)
     with st.chat_message("user", avatar="🧑"):
         st.markdown(text)
 
-if messages and messages[-1].role == "user":
+if state.should_answer(MODE, messages):
     conversation.set_system_prompt(system_prompt)
     conversation.save()
     conversation.save_params(params)

@@ -104,3 +104,14 @@ def test_a_shared_app_without_a_sandbox_refuses_the_code(monkeypatch, page, tmp_
     observation = client.requests[1][0][-1]
     assert observation.is_error and observation.content.startswith("KernelUnavailable: Code is not run")
     assert not list(tmp_path.rglob("ran.txt"))
+
+
+def test_same_named_files_in_two_folders_get_a_button_each(page):
+    app, client = page
+    code = "import os\nfor d in ('a', 'b'):\n    os.makedirs(d, exist_ok=True)\n    open(f'{d}/x.txt', 'w').write(d)"
+    client.queue([ToolCall(INTERPRETER, {"code": code})], "Written.")
+    app.chat_input(key="ci_input").set_value("Write two files").run()
+    app.run()
+    assert not app.exception
+    labels = sorted(button.label for button in app.get("download_button") if "x.txt" in button.label)
+    assert labels == ["⬇️ a/x.txt", "⬇️ b/x.txt"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -337,3 +338,47 @@ def test_new_files_are_listed(session: KernelSession) -> None:
     listed = session.list_files()
     assert workdir / "input.csv" in listed and workdir / "out" / "chart.txt" in listed
     assert workdir / ".hidden" not in listed
+
+
+def test_upload_does_not_write_through_a_planted_hard_link(session: KernelSession, tmp_path: Path) -> None:
+    target = tmp_path / "outside-hard.txt"
+    target.write_text("original")
+    os.link(target, session.workdir / "hard.txt")
+    session.save_upload("hard.txt", b"new")
+    assert target.read_text() == "original"
+    assert (session.workdir / "hard.txt").read_bytes() == b"new"
+    assert not [path for path in session.workdir.iterdir() if path.name.endswith(".part")]
+
+
+def test_upload_over_a_planted_folder_is_refused_in_words(session: KernelSession) -> None:
+    (session.workdir / "folder.csv").mkdir()
+    with pytest.raises(ValueError, match=re.escape("A folder named 'folder.csv' is in the working directory")):
+        session.save_upload("folder.csv", b"data")
+    assert (session.workdir / "folder.csv").is_dir()
+    assert not [path for path in session.workdir.iterdir() if path.name.endswith(".part")]
+
+
+def test_downloads_never_follow_a_link_swapped_in(session: KernelSession, tmp_path: Path) -> None:
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("host secret")
+    (session.workdir / "sub").mkdir(exist_ok=True)
+    (session.workdir / "sub" / "real.txt").write_text("mine")
+    assert session.read_file(session.workdir / "sub" / "real.txt", 100) == b"mine"
+    os.symlink(secret, session.workdir / "swapped.txt")  # a file replaced by a link after the listing
+    os.symlink(tmp_path, session.workdir / "linkdir")  # or a folder on the way
+    for path in (session.workdir / "swapped.txt", session.workdir / "linkdir" / "host-secret.txt"):
+        with pytest.raises(OSError):
+            session.read_file(path, 100)
+    with pytest.raises(ValueError, match="larger than"):
+        session.read_file(session.workdir / "sub" / "real.txt", 2)
+
+
+def test_uploads_of_a_session_have_a_total_budget(tmp_path: Path) -> None:
+    session = KernelSession(tmp_path / "work", sandbox=SANDBOXES["none"])  # no kernel starts for uploads
+    session.upload_budget_bytes = 1000
+    session.save_upload("a.bin", b"x" * 600)
+    with pytest.raises(ValueError, match="does not fit: this session may upload 400 more bytes"):
+        session.save_upload("b.bin", b"x" * 600)
+    assert not (session.workdir / "b.bin").exists()
+    session.save_upload("c.bin", b"x" * 400)
+    session.shutdown()

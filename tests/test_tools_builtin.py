@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import json
 import socket
+import threading
 import time
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -48,6 +52,8 @@ def offline_weather() -> Iterator[None]:
         ("sqrt(16) + abs(-2)", 6.0),
         ("log(8, 2)", 3.0),
         ("round(pi, 2)", 3.14),
+        ("round(123456, -3)", 123000),
+        ("round(10 ** 1000, -1234)", 0),
         ("2 ** 100", 2**100),
     ],
 )
@@ -66,6 +72,12 @@ def test_calculator_arithmetic(expression: str, expected: float) -> None:
         ("[1, 2]", "unsupported syntax: List"),
         ("2 ** 10 ** 10", "result is too large"),
         ("9 ** 9 ** 9", "result is too large"),
+        ("10 ** 10 ** 7", "result is too large"),
+        ("round(1, -10 ** 7)", "round: ndigits must be between -1234 and 1234"),
+        ("round(1, -2 * 10 ** 7)", "round: ndigits must be between -1234 and 1234"),
+        ("round(2.5, 10 ** 9)", "round: ndigits must be between"),
+        ("2 ** 4095 * 2", "result is too large"),
+        ("1 << 10", "unsupported syntax"),
         ("10 ** 1000 / 3", "result is too large"),
         ("1 / 0", "division by zero"),
         ("sqrt(-1)", "sqrt: math domain error"),
@@ -167,6 +179,108 @@ def test_weather_offline_reports_network_unavailable_quickly() -> None:
     result = dispatch_tool("get_weather", {"city_name": "Beijing"})
     assert time.perf_counter() - started < 5
     assert result.text.startswith("network unavailable: could not reach the weather service")
+
+
+class WeatherService:
+    """A real HTTP server on 127.0.0.1 that records the paths it is asked for."""
+
+    def __init__(self, respond: Callable[[str], tuple[int, dict[str, str], bytes]]) -> None:
+        self.paths: list[str] = []
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                service.paths.append(self.path)
+                status, headers, body = respond(self.path)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+WEATHER_JSON = json.dumps(
+    {
+        "current_condition": [
+            {
+                "temp_C": "21",
+                "FeelsLikeC": "20",
+                "humidity": "40",
+                "weatherDesc": [{"value": "Sunny"}],
+                "observation_time": "10:00 AM",
+            }
+        ]
+    }
+).encode()
+
+
+@pytest.fixture
+def weather_service() -> Iterator[WeatherService]:
+    service = WeatherService(lambda path: (200, {"Content-Type": "application/json"}, WEATHER_JSON))
+    yield service
+    service.close()
+
+
+@pytest.mark.parametrize("city", ["../../admin", "..", "a/b?c=d#e", "São Paulo"])
+def test_weather_city_stays_one_path_segment(
+    weather_service: WeatherService, monkeypatch: pytest.MonkeyPatch, city: str
+) -> None:
+    monkeypatch.setenv("WEATHER_API_URL", f"http://127.0.0.1:{weather_service.port}/weather/{{city}}?format=j1")
+    result = dispatch_tool("get_weather", {"city_name": city})
+    assert result.ok and result.value["description"] == "Sunny", result.text
+    [path] = weather_service.paths
+    parsed = urllib.parse.urlsplit(path)
+    assert parsed.query == "format=j1"
+    prefix, segment = parsed.path.rsplit("/", 1)
+    assert prefix == "/weather"  # `../../admin` did not climb out
+    assert urllib.parse.unquote(segment) == city
+
+
+def test_weather_follows_no_redirect_to_another_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    elsewhere = WeatherService(lambda path: (200, {"Content-Type": "application/json"}, WEATHER_JSON))
+    redirecting = WeatherService(
+        lambda path: (302, {"Location": f"http://127.0.0.1:{elsewhere.port}/internal{path}"}, b"")
+    )
+    try:
+        monkeypatch.setenv("WEATHER_API_URL", f"http://127.0.0.1:{redirecting.port}/{{city}}?format=j1")
+        result = dispatch_tool("get_weather", {"city_name": "Paris"})
+    finally:
+        redirecting.close()
+        elsewhere.close()
+    assert redirecting.paths == ["/Paris?format=j1"]
+    assert elsewhere.paths == []  # another port of the same machine is another service
+    assert (
+        result.text == "weather service error: a redirect for 'Paris' leads off the service's host and was not followed"
+    )
+
+
+def test_weather_follows_a_redirect_within_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    def respond(path: str) -> tuple[int, dict[str, str], bytes]:
+        if path.startswith("/old/"):
+            return 301, {"Location": path.replace("/old/", "/new/", 1)}, b""
+        return 200, {"Content-Type": "application/json"}, WEATHER_JSON
+
+    service = WeatherService(respond)
+    try:
+        monkeypatch.setenv("WEATHER_API_URL", f"http://127.0.0.1:{service.port}/old/{{city}}?format=j1")
+        result = dispatch_tool("get_weather", {"city_name": "Oslo"})
+    finally:
+        service.close()
+    assert result.ok and result.value["city"] == "Oslo"
+    assert service.paths == ["/old/Oslo?format=j1", "/new/Oslo?format=j1"]
 
 
 def test_shell_is_disabled_by_default() -> None:

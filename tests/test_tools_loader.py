@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,3 +74,34 @@ def test_missing_directory_is_reported(tmp_path: Path) -> None:
     assert len(errors) == 1
     assert errors[0].message == "not a directory"
     assert str(errors[0]).endswith("nope: not a directory")
+
+
+PID_TOOL = '''
+import os
+from tools import register_tool
+
+@register_tool
+def _loader_test_pid() -> dict:
+    """Which process runs this, and which version of the file."""
+    return {"pid": os.getpid(), "version": VERSION}
+
+VERSION = 1
+'''
+
+
+def test_tools_run_in_a_worker_the_version_that_was_loaded(tmp_path: Path) -> None:
+    tool_file = tmp_path / "pid.py"
+    tool_file.write_text(PID_TOOL)
+    try:
+        assert load_tools_dir(tmp_path) == []
+        first = dispatch_tool("_loader_test_pid", {}).value
+        assert first["pid"] != os.getpid()  # a worker process, which a timeout can kill
+        assert first["version"] == 1
+
+        # Edited on disk but not reloaded: the worker still runs what the app loaded.
+        tool_file.write_text(PID_TOOL.replace("VERSION = 1", "VERSION = 2"))
+        assert dispatch_tool("_loader_test_pid", {}).value["version"] == 1
+        assert load_tools_dir(tmp_path) == []
+        assert dispatch_tool("_loader_test_pid", {}).value["version"] == 2
+    finally:
+        default_registry.unregister("_loader_test_pid")

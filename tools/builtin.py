@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sandbox import Confinement, Limits, bwrap_command, claim_workdir, configured_sandbox, sandbox_env
 from tools import calculator as _calculator
 from tools import units as _units
+from tools.isolation import time_left
 from tools.registry import register_tool
 from tools.result import cap_text
 from tools.workspace import current_workdir
@@ -27,6 +28,7 @@ from tools.workspace import current_workdir
 # wttr.in's JSON API; WEATHER_API_URL overrides it (tests point it at a closed local port).
 WEATHER_URL = "https://wttr.in/{city}?format=j1"
 WEATHER_TIMEOUT_S = 3.0
+WEATHER_MAX_REDIRECTS = 3
 NETWORK_UNAVAILABLE = "network unavailable: could not reach the weather service"
 
 SHELL_TIMEOUT_S = 20.0
@@ -51,9 +53,18 @@ def get_weather(city_name: Annotated[str, "The name of the city to be queried", 
     """Get the current weather for `city_name`"""
     import httpx  # imported here: only this tool needs it, and it is slow to import
 
-    url = os.environ.get("WEATHER_API_URL", WEATHER_URL).format(city=urllib.parse.quote(city_name))
+    url = os.environ.get("WEATHER_API_URL", WEATHER_URL).format(city=_url_segment(city_name))
     try:
-        response = httpx.get(url, timeout=WEATHER_TIMEOUT_S, follow_redirects=True)
+        with httpx.Client(timeout=WEATHER_TIMEOUT_S, follow_redirects=False) as client:
+            response = client.get(url)
+            # Redirects only within the weather service's origin: never to another host or port.
+            for _ in range(WEATHER_MAX_REDIRECTS):
+                target = response.next_request
+                if target is None:
+                    break
+                if _origin(target.url) != _origin(response.request.url):
+                    return f"weather service error: a redirect for {city_name!r} leads off the service's host and was not followed"
+                response = client.send(target)
     except httpx.HTTPError as exc:
         return f"{NETWORK_UNAVAILABLE} ({type(exc).__name__})"
     if response.status_code != 200:
@@ -70,6 +81,21 @@ def get_weather(city_name: Annotated[str, "The name of the city to be queried", 
         }
     except (ValueError, KeyError, IndexError, TypeError):
         return f"weather service error: unexpected response for {city_name!r}"
+
+
+def _url_segment(text: str) -> str:
+    """`text` as one URL path segment (or query value): `/`, `?`, `#` escaped, and `.`/`..` too.
+
+    `quote`'s default keeps `/`, so a city named `../../admin` would reach `/admin`; a
+    bare `.` or `..` segment would be collapsed by URL normalisation.
+    """
+    quoted = urllib.parse.quote(text, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
+def _origin(url: Any) -> tuple[str, str, int | None]:
+    default_port = {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, url.port or default_port
 
 
 @register_tool
@@ -110,7 +136,11 @@ def unit_convert(value: float, from_unit: str, to_unit: str) -> float:
     return _units.convert(value, from_unit, to_unit)
 
 
-@register_tool(dangerous=True)
+# Runs in a thread of the app, not a worker process: it only starts a sandboxed subprocess
+# and waits for it, killing the subprocess's group at its own timeout (cut to the call's
+# time left), so it never holds the GIL; and in a worker, `configured_sandbox` would first
+# import torch (via glm_client's settings), seconds and hundreds of MB per worker.
+@register_tool(dangerous=True, isolated=False)
 def shell(command: str) -> str:
     """Run a shell command in the working directory and return its exit code and output.
 
@@ -136,11 +166,13 @@ def shell(command: str) -> str:
         errors="replace",
         start_new_session=True,
     ) as process:
+        left = time_left()
+        limit = SHELL_TIMEOUT_S if left is None else min(SHELL_TIMEOUT_S, left)
         try:
-            output, _ = process.communicate(timeout=SHELL_TIMEOUT_S)
+            output, _ = process.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
-            raise TimeoutError(f"command did not finish within {SHELL_TIMEOUT_S:g} s") from None
+            raise TimeoutError(f"command did not finish within {limit:g} s") from None
     output, _ = cap_text(output, MAX_SHELL_OUTPUT_CHARS)
     return f"exit code {process.returncode}\n{output}"

@@ -2,8 +2,10 @@
 
 Only numbers, + - * / // % **, unary signs, parentheses and the functions and
 constants below are accepted; names, attributes, calls of anything else, strings
-and comprehensions are refused. Results are bounded so `2**10**10` can't eat the
-machine's memory.
+and comprehensions are refused. Every operation that can build a big integer is
+checked before it runs, not after: `2**10**10` or `round(1, -10**7)` (which computes
+10**(10**7) inside `round`) would otherwise hold the GIL for seconds to hours and eat
+memory. Each refusal is a CalculatorError saying which limit was hit.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 MAX_EXPRESSION_CHARS = 1_000
 MAX_INT_BITS = 4_096  # about 1,200 decimal digits
+# round(x, n) computes 10**|n| for an int x and negative n; past this many digits no int fits anyway.
+MAX_ROUND_DIGITS = math.ceil(MAX_INT_BITS * math.log10(2))
 
 Number = int | float
 
@@ -80,7 +84,7 @@ def evaluate(expression: str) -> Number:
 def _evaluate(node: ast.AST) -> Number:
     if isinstance(node, ast.Constant):
         if isinstance(node.value, int | float) and not isinstance(node.value, bool):
-            return node.value
+            return _bounded(node.value)
         raise CalculatorError(f"only numbers are allowed, not {node.value!r}")
     if isinstance(node, ast.Name):
         if node.id in _CONSTANTS:
@@ -107,6 +111,8 @@ def _call(node: ast.Call) -> Number:
     if node.keywords:
         raise CalculatorError("keyword arguments are not supported")
     args = [_evaluate(arg) for arg in node.args]
+    if node.func.id == "round":
+        _check_round(args)
     try:
         return _bounded(_FUNCTIONS[node.func.id](*args))
     except (TypeError, ValueError) as exc:
@@ -118,6 +124,11 @@ def _check_power(base: Number, exponent: Number) -> None:
     is_int_power = isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1 and exponent > 0
     if is_int_power and exponent * math.log2(abs(base)) > MAX_INT_BITS:
         raise CalculatorError(f"result is too large (over {MAX_INT_BITS} bits)")
+
+
+def _check_round(args: list[Number]) -> None:
+    if len(args) == 2 and isinstance(args[1], int) and abs(args[1]) > MAX_ROUND_DIGITS:
+        raise CalculatorError(f"round: ndigits must be between -{MAX_ROUND_DIGITS} and {MAX_ROUND_DIGITS}")
 
 
 def _bounded(value: Any) -> Number:

@@ -3,10 +3,11 @@
 Every failure becomes a `ToolResult` whose text tells the model what went wrong, so
 the conversation can go on; `dispatch_tool` never raises.
 
-A tool runs in a daemon worker thread so that a slow one can be abandoned after
-`timeout` seconds. Python cannot kill a thread: an abandoned tool keeps running in
-the background until it returns on its own (its output is discarded). Tools that
-may block for long should carry their own timeouts (as `get_weather` and `shell` do).
+A tool runs in a worker process (tools/isolation.py): a call that overruns its
+`timeout` has its worker killed, so even a tool stuck in C code holding the GIL
+(`10 ** 10 ** 8`) cannot freeze the app or keep running. Functions a worker cannot
+find (defined inside another function, in `__main__`), and tools registered with
+`isolated=False`, run in a daemon thread instead, which a timeout can only abandon.
 """
 
 from __future__ import annotations
@@ -20,8 +21,18 @@ from typing import Any
 from jsonschema.exceptions import best_match
 
 from tools.capture import capture_stdout
+from tools.isolation import (
+    FunctionRef,
+    UnreadableReply,
+    WorkerCrashed,
+    WorkerUnavailable,
+    call_deadline,
+    locate,
+    pool,
+)
 from tools.registry import Tool, ToolRegistry, default_registry
 from tools.result import ToolResult
+from tools.workspace import current_workdir
 
 DEFAULT_TIMEOUT_S = 30.0
 _MAX_ERROR_DETAIL = 300  # a huge argument value shouldn't flood the error message
@@ -97,11 +108,50 @@ def describe_parameters(tool: Tool) -> str:
 
 
 def run_tool(tool: Tool, arguments: dict[str, Any], timeout: float | None = DEFAULT_TIMEOUT_S) -> ToolResult:
-    """Call the tool in a worker thread and wait up to `timeout` seconds (None waits forever)."""
+    """Call the tool and wait up to `timeout` seconds (None waits forever)."""
+    ref = locate(tool.function) if tool.isolated else None
+    if ref is None:
+        # A closure's cells hold this process's live objects (events, locks, the test's state),
+        # and a function in `__main__` or behind another decorator has no name a worker could
+        # import: these can only run here. Pickling them by value would need a new dependency
+        # (cloudpickle) and would still copy, not share, what they close over.
+        return run_in_thread(tool, arguments, timeout)
+    return run_in_worker(tool, ref, arguments, timeout)
+
+
+def run_in_worker(tool: Tool, ref: FunctionRef, arguments: dict[str, Any], timeout: float | None) -> ToolResult:
+    """Run the tool in a worker process, killed (and replaced) when it overruns `timeout`."""
+    started = time.perf_counter()
+    try:
+        # A worker has no context variables of ours: the session's working directory goes explicitly.
+        reply, duration = pool.run(ref, arguments, str(current_workdir()), timeout)
+    except WorkerCrashed as exc:
+        return ToolResult.failure(
+            f"Tool `{tool.name}` crashed: its worker process {exc}", duration_s=time.perf_counter() - started
+        )
+    except WorkerUnavailable as exc:
+        return ToolResult.failure(f"Tool `{tool.name}` could not be run: {exc}")
+    except UnreadableReply as exc:
+        return ToolResult.failure(
+            f"Tool `{tool.name}` returned a value that could not be passed back to the app: {exc}",
+            duration_s=time.perf_counter() - started,
+        )
+    if reply is None:
+        return ToolResult.failure(f"Tool `{tool.name}` timed out after {timeout:g} s", duration_s=duration)
+    if not reply.ok:
+        detail = f": {reply.error_message}" if reply.error_message else ""
+        return ToolResult.failure(
+            f"Tool `{tool.name}` raised {reply.error_type}{detail}", stdout=reply.stdout, duration_s=duration
+        )
+    return ToolResult.success(reply.value, stdout=reply.stdout, duration_s=duration)
+
+
+def run_in_thread(tool: Tool, arguments: dict[str, Any], timeout: float | None = DEFAULT_TIMEOUT_S) -> ToolResult:
+    """Call the tool in a daemon thread; on timeout the thread is abandoned, not stopped."""
     outcome: dict[str, Any] = {}
 
     def call() -> None:
-        with capture_stdout() as stdout:
+        with capture_stdout() as stdout, call_deadline(timeout):
             try:
                 outcome["value"] = tool.function(**arguments)
             except BaseException as exc:  # SystemExit and friends too: the tool must not take the app down

@@ -9,6 +9,10 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+
+# module name -> the source it ran, so a worker process (tools/isolation.py) runs the same version.
+_sources: dict[str, bytes] = {}
 
 
 @dataclass(frozen=True)
@@ -43,18 +47,33 @@ def _load_file(file: Path) -> ToolLoadError | None:
     digest = hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:8]
     module_name = f"glm_workbench_user_tools.{file.stem}_{digest}"
     try:
-        spec = importlib.util.spec_from_file_location(module_name, file)
-        if spec is None or spec.loader is None:
-            return ToolLoadError(file, "cannot be imported as a Python module")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # dataclasses and pickling look the module up here
-        spec.loader.exec_module(module)
+        source = file.read_bytes()
+        exec_source(module_name, file, source)
     except BaseException as exc:  # SyntaxError, ImportError, SystemExit, anything at import time
         sys.modules.pop(module_name, None)
+        _sources.pop(module_name, None)
         if isinstance(exc, KeyboardInterrupt):
             raise
         return ToolLoadError(file, _describe(exc, file))
+    _sources[module_name] = source
     return None
+
+
+def exec_source(module_name: str, file: Path, source: bytes) -> ModuleType:
+    """Run `source` (the text of `file`) as module `module_name`, registered in sys.modules."""
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None:
+        raise ImportError(f"{file} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look the module up here
+    # The bytes read once, not the file again: what a worker runs must be what was loaded here.
+    exec(compile(source, str(file), "exec", dont_inherit=True), module.__dict__)
+    return module
+
+
+def loaded_source(module_name: str) -> bytes | None:
+    """The source a loaded tools file ran as `module_name`, or None for any other module."""
+    return _sources.get(module_name)
 
 
 def _describe(exc: BaseException, file: Path) -> str:

@@ -25,6 +25,10 @@ class Tool:
     A `dangerous` tool (one that can harm the host, like `shell`) stays off until the
     operator sets `ENABLE_<NAME>_TOOL=1`; the variable is read on every check, so it
     can be flipped without restarting. `enabled=False` switches any tool off.
+
+    An `isolated` tool runs in a worker process that a timeout kills (tools/isolation.py);
+    `isolated=False` runs it in a thread of the app, for tools that only wait on a
+    subprocess with their own timeout and need nothing a worker would have to import.
     """
 
     name: str
@@ -33,6 +37,7 @@ class Tool:
     function: Callable[..., Any]
     dangerous: bool = False
     enabled: bool = True
+    isolated: bool = True
     validator: Draft202012Validator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -98,6 +103,7 @@ class ToolRegistry:
         description: str | None = None,
         dangerous: bool = False,
         enabled: bool = True,
+        isolated: bool = True,
     ) -> Callable[[F], F]: ...
 
     def register(
@@ -109,6 +115,7 @@ class ToolRegistry:
         description: str | None = None,
         dangerous: bool = False,
         enabled: bool = True,
+        isolated: bool = True,
     ) -> Any:
         """Register a function as a tool; usable as `@register` or `@register(name=..., dangerous=True)`.
 
@@ -124,6 +131,7 @@ class ToolRegistry:
                 function=func,
                 dangerous=dangerous,
                 enabled=enabled,
+                isolated=isolated,
             )
             with self._lock:
                 self._tools[tool.name] = tool

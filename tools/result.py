@@ -60,7 +60,11 @@ def render_value(value: Any) -> str:
     try:
         return json.dumps(value, ensure_ascii=False, default=_json_default)
     except (TypeError, ValueError, RecursionError):  # circular references, keys that aren't strings
+        pass
+    try:
         return repr(value)
+    except Exception as exc:  # an int past sys.get_int_max_str_digits(), a broken __repr__
+        return f"<{type(value).__name__} that cannot be shown: {type(exc).__name__}: {exc}>"
 
 
 def cap_text(text: str, limit: int) -> tuple[str, bool]:

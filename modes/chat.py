@@ -10,6 +10,7 @@ from ui import state
 from ui.conversation import answer, render_history
 from ui.history import history_sidebar
 from ui.model import get_client
+from ui.render import safe_markdown
 from ui.sidebar import model_facts, sampling_controls
 
 MODE = "chat"
@@ -39,7 +40,7 @@ if prompt is not None and prompt.strip():
     messages.append(Message.user(prompt))
     state.request_answer(MODE)
     with st.chat_message("user", avatar="🧑"):
-        st.markdown(prompt)
+        st.markdown(safe_markdown(prompt))
 elif regenerate:
     state.drop_last_reply(conversation)
     state.request_answer(MODE)

@@ -17,6 +17,7 @@ from ui import state
 from ui.conversation import CallProgress, answer, render_history
 from ui.history import history_sidebar
 from ui.model import get_client, settings
+from ui.render import safe_label, safe_markdown
 from ui.sidebar import model_facts, sampling_controls
 from ui.workspace import session_workdir
 
@@ -86,7 +87,7 @@ def download_button(kernel: KernelSession, path: Path) -> None:
     except OSError:  # removed while the page drew
         return
     if size > MAX_DOWNLOAD_BYTES:
-        st.caption(f"{relative} ({size // 1024 // 1024} MB, too large to download here)")
+        st.caption(safe_markdown(f"{relative} ({size // 1024 // 1024} MB, too large to download here)"))
         return
 
     def contents() -> bytes:
@@ -95,7 +96,7 @@ def download_button(kernel: KernelSession, path: Path) -> None:
         except (OSError, ValueError):  # changed or replaced by a link since the listing
             return b""
 
-    st.download_button(f"⬇️ {relative}", contents, file_name=path.name, key=f"download_{relative}")
+    st.download_button(safe_label(f"⬇️ {relative}"), contents, file_name=path.name, key=f"download_{relative}")
 
 
 def save_uploads(kernel: KernelSession, uploads: list) -> list[str]:
@@ -105,7 +106,7 @@ def save_uploads(kernel: KernelSession, uploads: list) -> list[str]:
         try:
             saved.append(kernel.save_upload(upload.name, upload.getvalue()).name)
         except ValueError as error:
-            st.error(f"{upload.name}: {error}")
+            st.error(safe_markdown(f"{upload.name}: {error}"))
     return saved
 
 
@@ -145,7 +146,7 @@ if submission is not None and (submission.text.strip() or submission.files):
     messages.append(Message.user(text.strip()))
     state.request_answer(MODE)
     with st.chat_message("user", avatar="🧑"):
-        st.markdown(text)
+        st.markdown(safe_markdown(text))
 
 if state.should_answer(MODE, messages):
     conversation.set_system_prompt(system_prompt)

@@ -14,6 +14,7 @@ from ui import state
 from ui.conversation import answer, call_title, render_history
 from ui.history import history_sidebar
 from ui.model import get_client, settings
+from ui.render import safe_markdown
 from ui.sidebar import model_facts, sampling_controls
 from ui.workspace import session_workdir
 
@@ -31,11 +32,11 @@ def tool_list_sidebar() -> None:
     with st.sidebar.expander("Registered tools", expanded=False):
         for status in get_tool_status():
             if status.enabled:
-                st.markdown(f"✅ **{status.name}** — {status.description}")
+                st.markdown(safe_markdown(f"✅ **{status.name}** — {status.description}"))
             else:
-                st.markdown(f"⛔ ~~{status.name}~~ — {status.reason}")
+                st.markdown(safe_markdown(f"⛔ ~~{status.name}~~ — {status.reason}"))
     for error in user_tool_errors(settings().tools_dir):
-        st.sidebar.error(f"Could not load tool file {error}")
+        st.sidebar.error(safe_markdown(f"Could not load tool file {error}"))
 
 
 def pending_calls(messages: list[Message]) -> list[ToolCall]:
@@ -75,7 +76,7 @@ force_tool = {"no (model decides)": None, "any tool": "any"}.get(choice, choice)
 model_facts(client, messages)
 
 st.title("🛠️ Tool")
-st.caption(f"{len(tools)} tool(s) offered: " + (", ".join(f"`{name}`" for name in names) or "none"))
+st.caption(safe_markdown(f"{len(tools)} tool(s) offered: " + (", ".join(f"`{name}`" for name in names) or "none")))
 render_history(messages)
 
 if messages and st.button("🧹 Clear", key="tool_clear", help="Start a new conversation (this one stays in the list)"):
@@ -98,7 +99,7 @@ if prompt is not None and prompt.strip():
     messages.append(Message.user(prompt))
     state.request_answer(MODE)
     with st.chat_message("user", avatar="🧑"):
-        st.markdown(prompt)
+        st.markdown(safe_markdown(prompt))
 
 if answer_pending or state.should_answer(MODE, messages):
     conversation.set_system_prompt(system_prompt)

@@ -3,6 +3,9 @@
 The JSON export is `{"title", "mode", "messages"}` with messages in the OpenAI
 chat format (observations become `tool` messages). Images are not part of that
 format: they are left out of JSON and shown as `[Image]` in Markdown.
+
+The Markdown export is opened in other viewers, so it goes through the same sanitiser
+as the page (ui.render.safe_markdown): no raw HTML, no remote images, links as text.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 from glm_client.messages import Message
 from store.base import Conversation
+from ui.render import safe_markdown  # pure: imports no streamlit
 
 DEFAULT_MODE = "chat"
 ROLE_HEADINGS = {"system": "System", "user": "User", "assistant": "Assistant", "observation": "Observation"}
@@ -21,7 +25,9 @@ ROLE_HEADINGS = {"system": "System", "user": "User", "assistant": "Assistant", "
 def to_markdown(conversation: Conversation) -> str:
     parts = [f"# {conversation.title or 'Untitled conversation'}", f"*Mode: {conversation.mode}*"]
     parts += (_message_markdown(message) for message in conversation.messages)
-    return "\n\n".join(parts) + "\n"
+    # The whole document at once: a reference definition in one message can turn text in
+    # another into a link or image, and titles and tool names are model- or import-made too.
+    return safe_markdown("\n\n".join(parts) + "\n")
 
 
 def to_openai_json(conversation: Conversation) -> str:

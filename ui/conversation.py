@@ -1,12 +1,16 @@
 """Showing a conversation: the history, and a turn as its events arrive.
 
-Model text goes through st.markdown without unsafe_allow_html, so HTML the model
-writes is shown, never executed; Markdown and $LaTeX$ render.
+Every text that came from a model, a tool, a file or an import is drawn through
+ui.render (safe_markdown for bodies, safe_label for expander and status titles): Markdown
+and $LaTeX$ render, HTML shows as text, and remote images and links are shown as text,
+so nothing in a reply makes the browser fetch a URL. Images the code produced are
+checked (store.images.image_problem) before st.image decodes them.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +20,8 @@ from glm_client import Done, Message, Notice, TextDelta, ToolCall, ToolCallStart
 from glm_client.agent import AgentEvent, ObservationEvent, RoundLimitReached
 from glm_client.messages import IMAGE_PLACEHOLDER
 from store import DraftWriter
+from store.images import image_problem
+from ui.render import safe_label, safe_markdown
 from ui.state import OpenConversation
 
 CURSOR = "▌"
@@ -33,23 +39,23 @@ def render_history(conversation: list[Message]) -> None:
             bubble, bubble_role = st.chat_message(role, avatar=AVATARS[role]), role
         with bubble:
             if message.role == "user":
-                st.markdown(message.content)
+                st.markdown(safe_markdown(message.content))  # may come from an import
             elif message.role == "assistant":
                 render_assistant(message)
             else:
                 render_observation(message)
             for notice in message.meta.get("notices", []):
-                st.info(notice, icon="ℹ️")
+                st.info(safe_markdown(notice), icon="ℹ️")
 
 
 def render_assistant(message: Message) -> None:
     if message.content:
-        st.markdown(message.content)
+        st.markdown(safe_markdown(message.content))
     for call in message.tool_calls:
         with st.expander(call_title(call), icon="🔧"):
             render_call(call)
     if message.meta.get("error"):
-        st.error(message.meta["error"])
+        st.error(safe_markdown(message.meta["error"]))
     elif message.meta.get("interrupted"):
         st.caption("⏹ Stopped before the reply was finished.")
     elif message.meta.get("finish_reason") == "length":
@@ -57,7 +63,7 @@ def render_assistant(message: Message) -> None:
 
 
 def render_observation(message: Message) -> None:
-    label = f"{'❌' if message.is_error else '📤'} Result of `{message.name or 'call'}`"
+    label = safe_label(f"{'❌' if message.is_error else '📤'} Result of `{message.name or 'call'}`")
     with st.expander(label, expanded=bool(message.images)):
         render_observation_body(message)
 
@@ -70,26 +76,43 @@ def render_observation_body(message: Message) -> None:
         if text.strip():
             st.code(text.strip("\n"), language="text")
         if index < len(parts) - 1 and images:
-            st.image(images.pop(0))
+            show_image(images.pop(0))
     for image in images:  # images the text does not place
-        st.image(image)
+        show_image(image)
     if "full_text" in message.meta:
         with st.popover("Full output (the model saw a shortened copy)"):
             st.code(message.meta["full_text"], language="text")
 
 
+def show_image(data: bytes) -> None:
+    """An image the code produced, or a caption saying why it is not shown.
+
+    The header is read first: a huge image would cost seconds and hundreds of MB on every
+    redraw, and bytes that are no image would raise on every redraw.
+    """
+    problem = image_problem(data)
+    if problem is None:
+        try:
+            st.image(data)
+            return
+        except (OSError, ValueError, SyntaxError) as error:  # a valid header over broken data
+            problem = f"it could not be decoded ({type(error).__name__})"
+    st.caption(f"🖼️ Image not shown: {problem}.")
+
+
 def call_title(call: ToolCall) -> str:
+    """A call's one-line title, already a safe label (the name and arguments are the model's)."""
     if call.parse_error:
-        return f"Malformed call {call.name or ''}".strip()
+        return safe_label(f"Malformed call {call.name or ''}".strip())
     if call.is_interpreter:
         return "Code"
     arguments = json.dumps(call.arguments, ensure_ascii=False)
-    return f"{call.name}({arguments[:80]}{'…' if len(arguments) > 80 else ''})"
+    return safe_label(f"{call.name}({arguments[:80]}{'…' if len(arguments) > 80 else ''})")
 
 
 def render_call(call: ToolCall) -> None:
     if call.parse_error:
-        st.error(call.parse_error)
+        st.error(safe_markdown(call.parse_error))
         if call.raw:
             st.code(call.raw, language="text")
     elif call.is_interpreter:
@@ -136,19 +159,26 @@ def stream_turn(
         text_box = st.empty()
         text = ""
         status = None
+        next_draw = 0.0
         for event in events:
             if isinstance(event, TextDelta):
                 text += event.text
-                text_box.markdown(text + CURSOR)
+                started = time.monotonic()
+                if started >= next_draw:
+                    text_box.markdown(safe_markdown(text) + CURSOR)
+                    # Sanitising a long reply full of links costs ~10 ms a KB: skip redraws so it
+                    # never takes more than a third of the time (the final text is always drawn).
+                    next_draw = started + 2 * (time.monotonic() - started)
                 if on_text is not None:
                     on_text(text)
             elif isinstance(event, ToolCallStart):
-                text_box.markdown(text)
-                status = st.status(f"Calling `{event.name}`…" if event.name else "Calling a tool…", state="running")
+                text_box.markdown(safe_markdown(text))
+                title = safe_label(f"Calling `{event.name}`…") if event.name else "Calling a tool…"
+                status = st.status(title, state="running")
             elif isinstance(event, ToolCall):
-                text_box.markdown(text)
+                text_box.markdown(safe_markdown(text))
                 status = status or st.status("Calling a tool…", state="running")
-                status.update(label=f"Running {call_title(event)}…", state="running")
+                status.update(label=safe_label(f"Running {call_title(event)}…"), state="running")
                 with status:
                     render_call(event)
                 if progress is not None:
@@ -159,7 +189,7 @@ def stream_turn(
                     progress.detach()
                 state = "error" if event.message.is_error else "complete"
                 status.update(
-                    label=f"{call_title(event.call)} · {event.duration_s:.2f} s",
+                    label=safe_label(f"{call_title(event.call)} · {event.duration_s:.2f} s"),
                     state=state,
                     expanded=bool(event.message.images),
                 )
@@ -171,13 +201,13 @@ def stream_turn(
                 if on_observation is not None:
                     on_observation()
             elif isinstance(event, Notice):
-                st.info(event.message, icon="ℹ️")
+                st.info(safe_markdown(event.message), icon="ℹ️")
             elif isinstance(event, RoundLimitReached):
                 pass  # the Notice that follows says it
             elif isinstance(event, Done):
-                text_box.markdown(text)
+                text_box.markdown(safe_markdown(text))
                 if event.finish_reason == "error":
-                    st.error(event.error or "The model failed.")
+                    st.error(safe_markdown(event.error or "The model failed."))  # may quote a server's reply
                 elif event.finish_reason == "length":
                     st.caption("✂️ The reply reached the max-new-tokens limit.")
 

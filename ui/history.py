@@ -8,6 +8,7 @@ import re
 import streamlit as st
 
 from store import from_openai_json, to_markdown, to_openai_json
+from ui.render import safe_label, safe_markdown
 from ui.state import OpenConversation, conversation_store, open_conversation
 
 MAX_LISTED = 30
@@ -24,7 +25,8 @@ def history_sidebar(conversation: OpenConversation) -> None:
         for summary in store.list(mode, search=query.strip() or None, limit=MAX_LISTED):
             current = summary.id == conversation.id
             when = dt.datetime.fromtimestamp(summary.updated_at).strftime("%Y-%m-%d %H:%M")
-            label = f"{'▶ ' if current else ''}{summary.title or 'Untitled'}"
+            # Titles come from the first message or an imported file: Markdown labels can load images.
+            label = safe_label(f"{'▶ ' if current else ''}{summary.title or 'Untitled'}")
             if st.button(
                 label,
                 key=f"{mode}_open_{summary.id}",
@@ -78,7 +80,7 @@ def import_box(mode: str) -> None:
     try:
         title, _mode, messages = from_openai_json(upload.getvalue().decode("utf-8", errors="replace"))
     except ValueError as error:
-        st.error(f"Could not import {upload.name}: {error}")
+        st.error(safe_markdown(f"Could not import {upload.name}: {error}"))
         return
     conversation_id = conversation_store().create_from(mode, messages, title=title)
     open_conversation(mode, conversation_id)

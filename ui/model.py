@@ -7,6 +7,7 @@ import threading
 import streamlit as st
 
 from glm_client import Client, ConfigError, ModelLoadError, Settings, load_client
+from ui.render import safe_markdown
 
 _loading = threading.Lock()
 
@@ -36,7 +37,7 @@ def get_client() -> Client:
             placeholder.empty()
         return clients[current]
     except (ModelLoadError, ConfigError) as error:
-        st.error(f"**The model could not be loaded.** {error}")
+        st.error(safe_markdown(f"**The model could not be loaded.** {error}"))
         st.caption("Fix the setting (see the README's configuration table) and reload the page.")
         st.stop()
         raise  # st.stop() does not return

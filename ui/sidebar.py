@@ -7,6 +7,7 @@ from typing import Any
 import streamlit as st
 
 from glm_client import Client, Message
+from ui.render import safe_markdown
 
 # The ChatGLM3 demo's defaults, with a repetition penalty that keeps small models from looping.
 DEFAULTS: dict[str, Any] = {"temperature": 0.8, "top_p": 0.8, "max_new_tokens": 512, "repetition_penalty": 1.1}
@@ -39,12 +40,14 @@ def model_facts(client: Client, conversation: list[Message]) -> None:
     info = client.info
     with st.sidebar.expander("Model", expanded=False):
         st.markdown(
-            f"**{info.name}**  \n"
-            f"backend `{info.backend}` · dialect `{info.dialect}`  \n"
-            f"device `{info.device}` · dtype `{info.dtype}`"
-            + (f" · weights `{info.weights}`" if info.weights else "")
-            + "  \n"
-            f"context {info.context_length:,} tokens"
+            safe_markdown(
+                f"**{info.name}**  \n"
+                f"backend `{info.backend}` · dialect `{info.dialect}`  \n"
+                f"device `{info.device}` · dtype `{info.dtype}`"
+                + (f" · weights `{info.weights}`" if info.weights else "")
+                + "  \n"
+                f"context {info.context_length:,} tokens"
+            )
         )
     last = next((m for m in reversed(conversation) if m.role == "assistant" and "tokens_per_s" in m.meta), None)
     if last is not None:

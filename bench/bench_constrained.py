@@ -152,7 +152,7 @@ class Xgrammar:
 
     def constraint(self, tools: list[dict[str, Any]], cold: bool) -> TokenConstraint:
         if cold:
-            self.grammars._compiler.clear_cache()
+            self.grammars.clear_cache()
         return self.grammars.constraint(tools, self.syntax)
 
 

@@ -173,23 +173,44 @@ class LocalClient:
 
         Whole turns go (a user message with the replies and observations after it),
         so no observation is left without its call. The system prompt and the last
-        user turn always stay. Returns (ids, number of messages dropped).
+        user turn always stay. Returns (ids, number of messages dropped): the fewest
+        oldest turns whose dropping makes the prompt fit, or all but the last turn.
+
+        Dropping turns one by one re-encoded the whole history per turn: quadratic
+        (2000 turns took 400 s). Dropping a turn never lengthens the prompt (templates
+        render message by message), so the search gallops back from the newest turn
+        and then bisects: O(log turns) encodes, each of a prompt near the budget's size.
         """
         if not messages:
             raise ValueError("There are no messages to answer.")
         budget = self.info.context_length - min(max_new_tokens, self.info.context_length // 2)
-        kept = list(messages)
-        dropped = 0
-        while True:
-            prompt = self._encode(kept, tools)
-            if len(prompt) <= budget:
-                return prompt, dropped
-            turn = _oldest_turn(kept)
-            if turn is None:
-                return prompt, dropped
-            start, end = turn
-            dropped += end - start
-            del kept[start:end]
+        prompt = self._encode(list(messages), tools)
+        starts = _turn_starts(messages)
+        if len(prompt) <= budget or len(starts) < 2:
+            return prompt, 0
+        system = list(messages[: starts[0]])
+        encoded: dict[int, list[int]] = {0: prompt}
+
+        def fits(turn: int) -> bool:  # with the turns before `turn` dropped
+            if turn not in encoded:
+                encoded[turn] = self._encode(system + list(messages[starts[turn] :]), tools)
+            return len(encoded[turn]) <= budget
+
+        last = len(starts) - 1
+        if not fits(last):
+            low = high = last  # nothing fits: only the last turn is left
+        else:
+            low, high, step = last - 1, last, 1  # fits(high); find a `low` that does not
+            while low > 0 and fits(low):
+                high, step = low, step * 2
+                low = max(high - step, 0)
+            while high - low > 1:  # not fits(low), fits(high)
+                middle = (low + high) // 2
+                if fits(middle):
+                    high = middle
+                else:
+                    low = middle
+        return encoded[high], starts[high] - starts[0]
 
     def _encode(self, messages: list[Message], tools: list[ToolSchema] | None) -> list[int]:
         with self.engine.tokenizer_lock:
@@ -209,13 +230,12 @@ class LocalClient:
         return Timings(ttft_s=first_token_at - started, total_s=now - started, decode_tokens_per_s=speed)
 
 
-def _oldest_turn(messages: list[Message]) -> tuple[int, int] | None:
-    """Index range of the oldest droppable turn, or None when only the last turn is left."""
-    starts = [index for index, message in enumerate(messages) if message.role != "system"]
-    if not starts:
-        return None
-    first = starts[0]
-    users = [index for index, message in enumerate(messages) if message.role == "user" and index > first]
-    if not users:
-        return None
-    return first, users[0]
+def _turn_starts(messages: list[Message]) -> list[int]:
+    """Where each droppable turn starts: the first non-system message, then each user message after it.
+
+    Dropping the first k turns keeps the leading system messages and messages[starts[k]:].
+    """
+    first = next((index for index, message in enumerate(messages) if message.role != "system"), None)
+    if first is None:
+        return []
+    return [first] + [index for index in range(first + 1, len(messages)) if messages[index].role == "user"]

@@ -11,22 +11,52 @@ lm-format-enforcer, which also let `minimum`/`maximum` through; every call xgram
 finished validated (bench/bench_constrained.py). It is imported only when a call is
 forced. Free strings are bounded (FREE_STRING), so a sampled string cannot run on
 to max_new_tokens and leave the call cut off.
+
+Building and compiling a grammar runs in C++ that cannot be interrupted, and some
+schemas take minutes ("pattern": "^a{40000}$" did not finish in 5 minutes). So it
+runs in a worker process (`_CompileWorker`) that is killed when it overruns
+COMPILE_BUDGET_S: the request fails with a GrammarError instead of hanging, and no
+runaway thread keeps a core busy.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Protocol
-
-import torch
 
 from glm_client.dialects.base import CallSyntax, ToolSchema, function_of, split_interpreter
 from glm_client.messages import INTERPRETER
 
 if TYPE_CHECKING:
+    import torch
     import xgrammar
 
 FORCE_ANY = "any"
+# Every grammar failure starts so; the server answers those with a 400 (the tool schemas are the caller's).
+GRAMMAR_ERROR_PREFIX = "The forced tool call's grammar"
+# Compiling a typical tool set takes 0.01-0.3 s here, 1.5-4 s for the first plain-string one
+# (it fills the vocabulary's masks) and under 1 s for a 5,000-value enum; 20 s is far above that.
+COMPILE_BUDGET_S = 20.0
+# Starting the worker (importing xgrammar) takes ~5 s on a busy 2-core machine; not part of the budget.
+WORKER_START_TIMEOUT_S = 120.0
+# Address space the worker may add after its imports: 128 forced string tools grew it by 7.9 GB
+# before the time budget stopped it; a 2,000-value enum needs ~300 MB.
+WORKER_MEMORY_BYTES = 2 * 1024**3
+_CACHED_GRAMMARS = 32  # compiled grammars kept per model: a repeated tool set costs nothing
+
+
+class GrammarError(ValueError):
+    """The forced call's grammar could not be made from the tool schemas; the message starts GRAMMAR_ERROR_PREFIX."""
+
 
 # A ```python fence holding anything but another fence; the parser runs its code.
 CODE_FENCE_EBNF = r"""root ::= "```python\n" code "\n```"
@@ -103,25 +133,37 @@ def _bounded_strings(schema: Any) -> Any:
     return bounded
 
 
+def grammar_spec(tools: list[ToolSchema], syntax: CallSyntax) -> dict[str, Any]:
+    """What `build_grammar` needs, as plain data (it crosses to the worker process)."""
+    ordinary, interpreter = split_interpreter(tools) if syntax.code_fence else (tools, False)
+    return {
+        "schema": call_schema(ordinary) if ordinary else None,
+        "open": syntax.open,
+        "close": syntax.close,
+        "code_fence": bool(interpreter),
+    }
+
+
 def call_grammar(tools: list[ToolSchema], syntax: CallSyntax) -> xgrammar.Grammar:
-    """The grammar of one call to any of `tools`, written in `syntax`."""
+    """The grammar of one call to any of `tools`, written in `syntax` (built in this process: no budget)."""
+    return build_grammar(grammar_spec(tools, syntax))
+
+
+def build_grammar(spec: dict[str, Any]) -> xgrammar.Grammar:
+    """The grammar of a `grammar_spec`; the worker process runs this same code (see _WORKER)."""
     import xgrammar as xgr
 
-    ordinary, interpreter = split_interpreter(tools) if syntax.code_fence else (tools, False)
+    def literal(text: str) -> xgrammar.Grammar:
+        return xgr.Grammar.from_ebnf(f"root ::= {json.dumps(text, ensure_ascii=False)}")
+
     options = []
-    if ordinary:
+    if spec["schema"] is not None:
         # Compact JSON: unbounded whitespace lets a sampling model wander off in newlines.
-        arguments = xgr.Grammar.from_json_schema(call_schema(ordinary), any_whitespace=False)
-        options.append(xgr.Grammar.concat(_literal(syntax.open), arguments, _literal(syntax.close)))
-    if interpreter:
+        arguments = xgr.Grammar.from_json_schema(spec["schema"], any_whitespace=False)
+        options.append(xgr.Grammar.concat(literal(spec["open"]), arguments, literal(spec["close"])))
+    if spec["code_fence"]:
         options.append(xgr.Grammar.from_ebnf(CODE_FENCE_EBNF))
     return options[0] if len(options) == 1 else xgr.Grammar.union(*options)
-
-
-def _literal(text: str) -> xgrammar.Grammar:
-    import xgrammar as xgr
-
-    return xgr.Grammar.from_ebnf(f"root ::= {json.dumps(text, ensure_ascii=False)}")
 
 
 class GrammarConstraint:
@@ -148,28 +190,164 @@ class GrammarConstraint:
 
 
 class ToolCallGrammars:
-    """Compiles forced-call grammars for one tokenizer.
+    """Compiles forced-call grammars for one tokenizer, each within `budget_s` (COMPILE_BUDGET_S when None).
 
     Indexing the vocabulary takes a fraction of a second, so it is done once per
     model; compiled grammars are cached, so a repeated tool set costs nothing.
     """
 
-    def __init__(self, tokenizer: Any, vocab_size: int) -> None:
+    def __init__(self, tokenizer: Any, vocab_size: int, budget_s: float | None = None) -> None:
         try:
             import xgrammar as xgr
         except ImportError:
             raise ValueError("Forcing a tool call needs the xgrammar package: pip install xgrammar.") from None
 
         self.vocab_size = vocab_size
-        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
-        self._compiler = xgr.GrammarCompiler(info)
+        self.budget_s = budget_s
+        self._xgr = xgr
+        self._worker = _CompileWorker()  # starts importing xgrammar while the vocabulary is indexed here
+        self._info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+        self._info_json = self._info.serialize_json()
+        self._cache: OrderedDict[str, xgrammar.CompiledGrammar] = OrderedDict()
+        self._lock = threading.Lock()  # one worker, one compile at a time
 
     def constraint(self, tools: list[ToolSchema], syntax: CallSyntax) -> GrammarConstraint:
-        """A fresh constraint for one reply that must call one of `tools`."""
-        try:
-            compiled = self._compiler.compile_grammar(call_grammar(tools, syntax))
-        except RuntimeError as error:  # xgrammar's message names the unsupported schema part
-            raise ValueError(
-                f"The forced tool call's grammar could not be built from the tool schemas: {error}"
-            ) from None
+        """A fresh constraint for one reply that must call one of `tools`; raises GrammarError."""
+        spec = grammar_spec(tools, syntax)
+        key = json.dumps(spec, sort_keys=True, ensure_ascii=False)
+        with self._lock:
+            compiled = self._cache.get(key)
+            if compiled is None:
+                budget = COMPILE_BUDGET_S if self.budget_s is None else self.budget_s
+                serialized = self._worker.compile(self._info_json, spec, budget)
+                compiled = self._xgr.CompiledGrammar.deserialize_json(serialized, self._info)
+                self._cache[key] = compiled
+                while len(self._cache) > _CACHED_GRAMMARS:
+                    self._cache.popitem(last=False)
+            self._cache.move_to_end(key)
         return GrammarConstraint(compiled, self.vocab_size)
+
+    def clear_cache(self) -> None:
+        """Forget every compiled grammar, here and in the worker: the next compile is cold (benchmarks)."""
+        with self._lock:
+            self._cache.clear()
+            self._worker.clear_next = True
+
+    def close(self) -> None:
+        self._worker.stop()
+
+
+# The worker: reads (tokenizer info JSON or None, grammar spec, clear cache) requests from stdin, answers
+# ("ok", compiled grammar JSON) or ("error", message). Length-prefixed pickles both ways.
+_WORKER = """
+import pickle, struct, sys
+sys.path.insert(0, sys.argv[1])
+import resource
+import xgrammar as xgr
+from glm_client.constrained import build_grammar
+# Past this the compiler's allocations fail (an error, or the worker dies): never the machine's memory.
+size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (size + int(sys.argv[2]), resource.RLIM_INFINITY))
+stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+def send(message):
+    data = pickle.dumps(message)
+    stdout.write(struct.pack("<Q", len(data)) + data)
+    stdout.flush()
+send(("ready", None))
+compiler = None
+while True:
+    head = stdin.read(8)
+    if len(head) < 8:
+        break
+    info_json, spec, clear = pickle.loads(stdin.read(struct.unpack("<Q", head)[0]))
+    if compiler is None:
+        compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.deserialize_json(info_json))
+    elif clear:
+        compiler.clear_cache()
+    try:
+        send(("ok", compiler.compile_grammar(build_grammar(spec)).serialize_json()))
+    except Exception as error:
+        send(("error", str(error)))
+"""
+
+
+class _CompileWorker:
+    """A child process that builds and compiles grammars; killed (and later restarted) when one overruns."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.clear_next = False  # ask the worker to drop its own compiled grammars first
+        self._ready = False
+        self._sent_info = False
+        self._start()
+
+    def _start(self) -> None:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        # Importing xgrammar and glm_client takes seconds: once, at start, outside any budget.
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER, root, str(WORKER_MEMORY_BYTES)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self._ready = False
+        self._sent_info = False
+
+    def compile(self, info_json: str, spec: dict[str, Any], budget_s: float) -> str:
+        """The compiled grammar's JSON; raises GrammarError on a schema xgrammar refuses or past `budget_s`."""
+        if self._proc is None or self._proc.poll() is not None:
+            self._start()
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            if not self._ready:
+                self._receive(WORKER_START_TIMEOUT_S)
+                self._ready = True
+            request = pickle.dumps((None if self._sent_info else info_json, spec, self.clear_next))
+            self.clear_next = False
+            self._proc.stdin.write(struct.pack("<Q", len(request)) + request)
+            self._proc.stdin.flush()
+            self._sent_info = True
+            status, payload = self._receive(budget_s)
+        except TimeoutError:
+            self.stop()
+            raise GrammarError(
+                f"{GRAMMAR_ERROR_PREFIX} took longer than {budget_s:g} s to build and was stopped; "
+                "simplify the tool schemas (fewer enum values, shorter counted repetitions) or offer fewer tools."
+            ) from None
+        except (OSError, EOFError, pickle.UnpicklingError):
+            self.stop()
+            raise GrammarError(
+                f"{GRAMMAR_ERROR_PREFIX} could not be built: the compiler ran out of its memory or failed; "
+                "simplify the tool schemas or offer fewer tools."
+            ) from None
+        if status != "ok":  # xgrammar's message names the unsupported schema part
+            raise GrammarError(f"{GRAMMAR_ERROR_PREFIX} could not be built from the tool schemas: {payload}")
+        return payload
+
+    def _receive(self, timeout_s: float) -> tuple[str, Any]:
+        assert self._proc is not None and self._proc.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        fd = self._proc.stdout.fileno()
+
+        def read(count: int) -> bytes:
+            data = bytearray()
+            while len(data) < count:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    raise TimeoutError
+                chunk = os.read(fd, count - len(data))
+                if not chunk:
+                    raise EOFError
+                data += chunk
+            return bytes(data)
+
+        (size,) = struct.unpack("<Q", read(8))
+        return pickle.loads(read(size))
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+    def __del__(self) -> None:
+        self.stop()

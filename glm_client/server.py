@@ -11,6 +11,13 @@ Each request's generation is a blocking iterator; every step of it runs in a wor
 thread so the event loop keeps serving other requests, and each request has its own
 iterator, so concurrent replies never mix. A client that disconnects mid-stream
 stops its generation at the next token.
+
+Browsers can reach a server on 127.0.0.1 too: a web page can rebind its own name to
+127.0.0.1 (DNS rebinding) or POST a `text/plain` "simple request" without a CORS
+check. So every request must name a loopback host or one of ALLOWED_HOSTS in its
+Host header, and chat requests must be `application/json`. Request sizes are capped
+(glm_client/server_request.py) before the body is read, and a 500 says only
+"internal error": the details go to the server's log.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import secrets
 import socket
@@ -32,23 +40,94 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from glm_client.client import Client
-from glm_client.events import Event
-from glm_client.server_request import ChatRequest, RequestError, parse_chat_request
+from glm_client.constrained import GRAMMAR_ERROR_PREFIX
+from glm_client.events import Done, Event
+from glm_client.server_request import (
+    ChatRequest,
+    RequestError,
+    RequestLimits,
+    body_too_large,
+    parse_chat_request,
+)
 from glm_client.server_response import ReplyWriter, error_body
 
 API_KEY_ENV = "SERVER_API_KEY"
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+INTERNAL_ERROR = "The server had an internal error; its log has the details."
+# Done errors the caller caused (and can fix), so they keep their sentence and get a 400;
+# any other failure is a 500 that names nothing internal.
+CALLER_ERRORS = {
+    GRAMMAR_ERROR_PREFIX: "tools",
+    "The last message is too long": "messages",
+    "Forcing a tool call is not supported": "tool_choice",
+}
+
+log = logging.getLogger("glm_client.server")
 
 
 class AuthError(Exception):
     """A /v1 request without the right bearer token."""
 
 
-def create_app(client: Client, api_key: str | None = None) -> FastAPI:
-    """The API app serving `client`; with `api_key`, /v1 routes need `Authorization: Bearer <api_key>`."""
+class HostCheck:
+    """ASGI middleware: a 400 for any request whose Host header is not a loopback name or an allowed host.
+
+    Against DNS rebinding: a page at evil.example whose name now points at 127.0.0.1
+    still sends `Host: evil.example`.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.allowed = {host.lower() for host in (*LOOPBACK_HOSTS, *allowed_hosts)}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":  # no websocket routes exist; starlette refuses those
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if not host_allowed(host, self.allowed):
+                response = JSONResponse(
+                    error_body(
+                        f"The Host header {host[:100]!r} is not allowed; "
+                        "add the name to the server's ALLOWED_HOSTS to use it.",
+                        code="invalid_host",
+                    ),
+                    status_code=400,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def host_allowed(host: str, allowed: set[str]) -> bool:
+    """Whether a Host header value (any port) names an allowed host; "*" allows all, "*.x" any subdomain of x."""
+    host = host.strip().lower()
+    name = host[: host.index("]") + 1] if host.startswith("[") and "]" in host else host.rpartition(":")[0] or host
+    if host.count(":") > 1 and not host.startswith("["):
+        return False  # an unbracketed IPv6 address is not a valid Host header
+    if not name or name.endswith("."):
+        return False
+    if "*" in allowed or name in allowed:
+        return True
+    return any(pattern.startswith("*.") and name.endswith(pattern[1:]) for pattern in allowed)
+
+
+def create_app(
+    client: Client,
+    api_key: str | None = None,
+    allowed_hosts: tuple[str, ...] = (),
+    limits: RequestLimits | None = None,
+) -> FastAPI:
+    """The API app serving `client`.
+
+    With `api_key`, /v1 routes need `Authorization: Bearer <api_key>`. Requests must
+    name a loopback host or one of `allowed_hosts` ("*" for any) in their Host header.
+    """
     app = FastAPI(title="GLM Workbench API", docs_url=None, redoc_url=None)
+    app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
     started = int(time.time())
+    limits = limits or RequestLimits()
 
     def check_key(request: Request) -> None:
         if not api_key:
@@ -59,7 +138,7 @@ def create_app(client: Client, api_key: str | None = None) -> FastAPI:
 
     @app.exception_handler(RequestError)
     async def bad_request(_request: Request, error: RequestError) -> JSONResponse:
-        return JSONResponse(error_body(error.message, param=error.param, code=error.code), status_code=400)
+        return JSONResponse(error_body(error.message, param=error.param, code=error.code), status_code=error.status)
 
     @app.exception_handler(AuthError)
     async def unauthorized(_request: Request, _error: AuthError) -> JSONResponse:
@@ -71,8 +150,9 @@ def create_app(client: Client, api_key: str | None = None) -> FastAPI:
         return JSONResponse(error_body(str(error.detail)), status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(Exception)
-    async def server_error(_request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse(error_body(f"{type(error).__name__}: {error}", "server_error"), status_code=500)
+    async def server_error(request: Request, error: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=error)
+        return JSONResponse(error_body(INTERNAL_ERROR, "server_error"), status_code=500)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -93,7 +173,8 @@ def create_app(client: Client, api_key: str | None = None) -> FastAPI:
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:
         check_key(request)
-        chat = parse_chat_request(await request.body())
+        check_json(request)
+        chat = parse_chat_request(await read_body(request, limits.max_body_bytes), limits)
         writer = ReplyWriter(client.info.name, chat.legacy_functions)
         if chat.stream:
             return StreamingResponse(
@@ -103,10 +184,54 @@ def create_app(client: Client, api_key: str | None = None) -> FastAPI:
             async for event in events:
                 writer.add(event)
         if writer.done is not None and writer.done.finish_reason == "error":
-            return JSONResponse(error_body(writer.done.error or "The model failed.", "server_error"), status_code=500)
+            caller_error = _caller_error(writer.done)
+            if caller_error and not writer.text and not writer.calls:
+                return JSONResponse(caller_error, status_code=400)
+            return JSONResponse(error_body(_model_error(writer.done), "server_error"), status_code=500)
         return JSONResponse(writer.completion())
 
     return app
+
+
+def check_json(request: Request) -> None:
+    """A 415 unless the body is declared JSON: a text/plain POST is a CORS simple request any page can send."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise RequestError(
+            f"The request body must be sent as Content-Type: application/json, not {media_type or 'nothing'!r}.",
+            code="unsupported_media_type",
+            status=415,
+        )
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The body, refused with a 413 as soon as it is declared or grows over `max_bytes`."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise body_too_large(RequestLimits(max_body_bytes=max_bytes))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # chunked bodies declare no length: count as they come
+        size += len(chunk)
+        if size > max_bytes:
+            raise body_too_large(RequestLimits(max_body_bytes=max_bytes))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _caller_error(done: Done) -> dict[str, Any] | None:
+    """The 400 error body for a failure the caller caused, else None."""
+    error = done.error or ""
+    for start, param in CALLER_ERRORS.items():
+        if error.startswith(start):
+            return error_body(error, param=param)
+    return None
+
+
+def _model_error(done: Done) -> str:
+    """The generic sentence for a failed reply; the real one goes to the log."""
+    log.error("The model failed: %s", done.error)
+    return INTERNAL_ERROR
 
 
 async def _generate(client: Client, chat: ChatRequest) -> AsyncIterator[Event]:
@@ -136,13 +261,18 @@ async def _sse(client: Client, chat: ChatRequest, writer: ReplyWriter) -> AsyncI
                 for chunk in writer.add(event):
                     yield _event(chunk)
         if writer.done is not None and writer.done.finish_reason == "error":
-            yield _event(error_body(writer.done.error or "The model failed.", "server_error"))
+            caller_error = _caller_error(writer.done)
+            if caller_error:
+                yield _event(caller_error)
+            else:
+                yield _event(error_body(_model_error(writer.done), "server_error"))
         else:
             yield _event(writer.finish_chunk())
             if chat.include_usage:
                 yield _event(writer.usage_chunk())
-    except Exception as error:  # headers are sent: the error has to travel in the stream
-        yield _event(error_body(f"{type(error).__name__}: {error}", "server_error"))
+    except Exception:  # headers are sent: the error has to travel in the stream
+        log.exception("A streamed reply failed")
+        yield _event(error_body(INTERNAL_ERROR, "server_error"))
     yield "data: [DONE]\n\n"
 
 
@@ -185,14 +315,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
 
-    from glm_client.config import ConfigError
+    from glm_client.config import ConfigError, Settings
     from glm_client.loader import ModelLoadError, load_client
 
     try:
-        client = load_client(progress=lambda message: print(message, file=sys.stderr, flush=True))
+        settings = Settings.from_env()
+        client = load_client(settings, progress=lambda message: print(message, file=sys.stderr, flush=True))
     except (ModelLoadError, ConfigError) as error:
         print(f"The model could not be loaded. {error}", file=sys.stderr)
         return 1
+    allowed_hosts = settings.allowed_hosts
+    bound = f"[{args.host}]" if ":" in args.host else args.host.lower()
+    if args.host in ("0.0.0.0", "::"):
+        if not allowed_hosts:
+            print(
+                "Listening on all interfaces, but only loopback Host names are answered: "
+                "set ALLOWED_HOSTS to the names clients use.",
+                file=sys.stderr,
+            )
+    elif not host_allowed(bound, set(LOOPBACK_HOSTS)):
+        allowed_hosts += (bound,)  # the address it listens on is a name clients will use
     api_key = os.environ.get(API_KEY_ENV, "").strip() or None
     print(
         f"Serving {client.info.name} at http://{args.host}:{args.port}/v1"
@@ -200,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(create_app(client, api_key), host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(create_app(client, api_key, allowed_hosts), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 

@@ -181,13 +181,35 @@ def test_a_server_that_is_down_gives_one_clear_sentence():
     assert done.error == f"Cannot reach the model server at {url}: connection refused."
 
 
+def test_a_password_in_the_base_url_is_never_shown():
+    """http://user:pass@host/v1 works for requests, but repr, info and every error show ***@host."""
+    port = closed_port()
+    backend = OpenAIClient(f"http://bob:pa55word@127.0.0.1:{port}/v1", model="m")
+    (done,) = list(backend.stream([Message.user("Hi")]))
+    shown = [repr(backend), str(backend), str(backend.info), done.error]
+    assert not any("pa55word" in text or "bob" in text for text in shown), shown
+    assert backend.info.device == f"***@127.0.0.1:{port}"
+    assert done.error == f"Cannot reach the model server at http://***@127.0.0.1:{port}/v1: connection refused."
+    with serve_in_thread(create_app(ScriptedClient(["hi"]), api_key="right")) as url:
+        secret_url = url.replace("http://", "http://bob:pa55word@") + "/v1"
+        (done,) = list(OpenAIClient(secret_url, api_key="wrong").stream([Message.user("Hi")]))
+        assert "refused the API key" in done.error and "pa55word" not in done.error and "***@" in done.error
+    with serve_in_thread(create_app(ScriptedClient(["hi"]))) as url:
+        secret_url = url.replace("http://", "http://bob:pa55word@") + "/v1"
+        events = list(OpenAIClient(secret_url, model="m").stream([Message.user("Hi")]))
+        assert events[0] == TextDelta("hi")  # requests still go to the real URL
+
+
 def test_a_failure_mid_reply_keeps_the_partial_text(server):
     scripted, backend = server
     scripted.queue([TextDelta("Partial "), TextDelta("answer"), Done("error", error="Out of memory")])
     conversation = [Message.user("Tell me")]
     events = list(run_turn(backend, conversation))
     assert events[-1].finish_reason == "error"
-    assert events[-1].error == "The model server failed during the reply: Out of memory."
+    # our server keeps the model's own words in its log
+    assert events[-1].error == (
+        "The model server failed during the reply: The server had an internal error; its log has the details."
+    )
     reply = conversation[-1]
     assert reply.role == "assistant" and reply.content == "Partial answer" and reply.meta["interrupted"]
 

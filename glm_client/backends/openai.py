@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlunparse
 
 import httpx
 
@@ -44,7 +44,8 @@ class OpenAIClient:
     """A `Client` for a model served over the OpenAI chat-completions API at `base_url` (ending in /v1)."""
 
     def __init__(self, base_url: str, api_key: str = "", model: str = "", timeout: float = DEFAULT_TIMEOUT_S) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = base_url.rstrip("/")  # for requests only: it may carry user:password@
+        self.shown_url = redact_url(self.base_url)  # for every message, repr and ModelInfo
         self.model = model
         self.timeout = timeout
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -52,6 +53,9 @@ class OpenAIClient:
         self._send_extensions = urlparse(self.base_url).hostname != OPENAI_HOST
         self._served_model = ""
         self._info: ModelInfo | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAIClient({self.shown_url!r}, model={self.model!r})"
 
     @property
     def info(self) -> ModelInfo:
@@ -95,12 +99,13 @@ class OpenAIClient:
                         break  # leaving the block closes the connection: the server stops generating
         except (httpx.HTTPError, StreamError) as error:
             message = str(error) if isinstance(error, StreamError) else self._transport_error(error)
+            message = message.replace(self.base_url, self.shown_url)  # httpx may quote the URL
             yield Done("error", reply.usage(), reply.timings(), message)
             return
         if cancel is not None and cancel.is_set():
             yield Done("cancelled", reply.usage(), reply.timings())
         elif not reply.ended:
-            message = f"The model server at {self.base_url} ended the stream before the reply was finished."
+            message = f"The model server at {self.shown_url} ended the stream before the reply was finished."
             yield Done("error", reply.usage(), reply.timings(), message)
         else:
             calls = reply.tool_calls()
@@ -151,7 +156,7 @@ class OpenAIClient:
             name=self.model or self._served_model or "unknown model",
             backend="openai",
             dialect="server",
-            device=urlparse(self.base_url).netloc or self.base_url,
+            device=urlparse(self.shown_url).netloc or self.shown_url,
             dtype="remote",
             context_length=int(entry.get("max_model_len") or 0),
         )
@@ -169,7 +174,7 @@ class OpenAIClient:
         except json.JSONDecodeError:
             chunk = None
         if not isinstance(chunk, dict):
-            raise StreamError(f"The model server at {self.base_url} sent a malformed stream event: {data[:80]!r}.")
+            raise StreamError(f"The model server at {self.shown_url} sent a malformed stream event: {data[:80]!r}.")
         if chunk.get("error"):
             raise StreamError(f"The model server failed during the reply: {_error_text(chunk)}")
         return chunk
@@ -178,21 +183,23 @@ class OpenAIClient:
         detail = _error_text(_json_or_none(response)) or response.text.strip()[:200] or response.reason_phrase
         code = response.status_code
         if code == 401:
-            return f"The model server at {self.base_url} refused the API key (HTTP 401): {detail} Check OPENAI_API_KEY."
+            return (
+                f"The model server at {self.shown_url} refused the API key (HTTP 401): {detail} Check OPENAI_API_KEY."
+            )
         if code == 404:
             return (
-                f"The model server at {self.base_url} answered HTTP 404: {detail} "
+                f"The model server at {self.shown_url} answered HTTP 404: {detail} "
                 "Check that OPENAI_BASE_URL ends in /v1 and that OPENAI_MODEL names a served model."
             )
-        return f"The model server at {self.base_url} answered HTTP {code}: {detail}"
+        return f"The model server at {self.shown_url} answered HTTP {code}: {detail}"
 
     def _transport_error(self, error: httpx.HTTPError) -> str:
         if isinstance(error, httpx.TimeoutException):
-            return f"The model server at {self.base_url} did not answer within {self.timeout:g} s."
+            return f"The model server at {self.shown_url} did not answer within {self.timeout:g} s."
         if isinstance(error, httpx.ConnectError):
             reason = "connection refused" if "refused" in str(error).lower() else str(error) or "connection failed"
-            return f"Cannot reach the model server at {self.base_url}: {reason}."
-        return f"The connection to the model server at {self.base_url} broke: {error or type(error).__name__}."
+            return f"Cannot reach the model server at {self.shown_url}: {reason}."
+        return f"The connection to the model server at {self.shown_url} broke: {error or type(error).__name__}."
 
 
 @dataclass
@@ -287,6 +294,14 @@ def _to_call(pending: _PendingCall) -> ToolCall:
     return ToolCall(
         pending.name, raw=text, parse_error=f"The call to {pending.name} could not be read: {problem}.", **extra
     )
+
+
+def redact_url(url: str) -> str:
+    """`url` with any `user:password@` replaced by `***@`, for showing; other parts kept."""
+    parts = urlparse(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunparse(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 def sse_data(lines: Iterator[str]) -> Iterator[str]:

@@ -8,6 +8,7 @@ README's configuration table lists the same variables.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,22 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name}={raw!r} is not valid; use 1/true/yes/on or 0/false/no/off.")
 
 
+# A host name, an IPv4 address or a bracketed IPv6 one, optionally "*." for any subdomain; no port.
+_HOST = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]")
+
+
+def _hosts(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated host names, lower-cased; "*" allows any host (behind a proxy that checks)."""
+    hosts = tuple(part.strip().lower() for part in env.get(name, "").split(",") if part.strip())
+    for host in hosts:
+        if host != "*" and not _HOST.fullmatch(host):
+            raise ConfigError(
+                f"{name}={env[name].strip()!r} is not valid; use comma-separated host names such as "
+                "api.example.com or *.example.com, without scheme, port or path."
+            )
+    return hosts
+
+
 def default_cache_dir(env: Mapping[str, str]) -> Path:
     """Where converted models are cached: $XDG_CACHE_HOME or ~/.cache, under glm-workbench."""
     base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -113,7 +130,7 @@ def default_data_dir(env: Mapping[str, str]) -> Path:
 @dataclass(frozen=True)
 class Settings:
     model_path: str = ""
-    openai_base_url: str = ""
+    openai_base_url: str = field(default="", repr=False)  # may hold user:password@
     openai_api_key: str = field(default="", repr=False)
     openai_model: str = ""
     dialect: str = "auto"
@@ -127,11 +144,13 @@ class Settings:
     enable_shell_tool: bool = False
     cache_dir: Path = field(default_factory=lambda: default_cache_dir(os.environ))
     data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
-    database_url: str = ""  # empty: SQLite in data_dir
+    database_url: str = field(default="", repr=False)  # empty: SQLite in data_dir; may hold a password
     app_password: str = field(default="", repr=False)  # never in logs
     kernel_timeout_s: float = 60.0
     kernel_memory_mb: int = 2048
     kernel_sandbox: str = "auto"  # auto: bwrap when it can start here; see sandbox/policy.py
+    allowed_hosts: tuple[str, ...] = ()  # Host names the API server answers besides loopback ones
+    markdown_allowed_hosts: tuple[str, ...] = ()  # hosts whose images and links in model text are shown
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -157,4 +176,6 @@ class Settings:
             kernel_timeout_s=float(_number(env, "KERNEL_TIMEOUT", 60.0, 1.0, float)),
             kernel_memory_mb=int(_number(env, "KERNEL_MEMORY_MB", 2048, 256)),
             kernel_sandbox=_choice(env, "KERNEL_SANDBOX", KERNEL_SANDBOXES, "auto"),
+            allowed_hosts=_hosts(env, "ALLOWED_HOSTS"),
+            markdown_allowed_hosts=_hosts(env, "MARKDOWN_ALLOWED_HOSTS"),
         )

@@ -12,7 +12,8 @@ import re
 import pytest
 from markdown_it import MarkdownIt
 
-from ui.render import ALLOWED_HOSTS_ENV, safe_label, safe_markdown
+import ui.render
+from ui.render import safe_label, safe_markdown
 
 HOST = "attacker.example"
 
@@ -102,7 +103,9 @@ def test_plain_markdown_and_latex_are_unchanged_byte_for_byte():
 
 
 def test_allowed_hosts_keep_their_images_and_nothing_else(monkeypatch):
-    monkeypatch.setenv(ALLOWED_HOSTS_ENV, "images.example, docs.example")
+    monkeypatch.setenv("MARKDOWN_ALLOWED_HOSTS", "images.example, docs.example")
+    ui.render.allowed_hosts.cache_clear()  # the setting is read once per process
+    monkeypatch.setattr(ui.render, "allowed_hosts", ui.render.allowed_hosts.__wrapped__)
     kept = "![ok](https://images.example/a.png) [docs](https://docs.example/x)"
     assert safe_markdown(kept) == kept
     for lookalike in (

@@ -11,8 +11,8 @@ keeps Markdown and LaTeX but:
 - raw HTML (inline or block) is escaped, so it shows as text;
 - code spans and code blocks are left exactly as they are.
 
-Images and links whose host is in MARKDOWN_ALLOWED_HOSTS (comma-separated host names, exact
-match; read here, the one place) are kept. Bare URLs are left as they are: Streamlit may make
+Images and links whose host is in the MARKDOWN_ALLOWED_HOSTS setting (comma-separated host names,
+exact match) are kept. Bare URLs are left as they are: Streamlit may make
 them clickable, but a link is only followed on a click, and an image never comes from one.
 
 The text is parsed with markdown-it-py (CommonMark, like Streamlit's renderer, plus GFM
@@ -24,7 +24,6 @@ a code block. This module imports no streamlit: store/export.py uses it too.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,7 +34,8 @@ from markdown_it.rules_core import StateCore
 from markdown_it.rules_inline import StateInline
 from markdown_it.token import Token
 
-ALLOWED_HOSTS_ENV = "MARKDOWN_ALLOWED_HOSTS"
+from glm_client.config import Settings
+
 MAX_PASSES = 8  # each pass removes every construct it finds; nested HTML needs two or three
 _SPANS = "safe_markdown_spans"  # env key: inline spans recorded while parsing, by token list
 _URL = re.compile(r"https?://([a-z0-9.-]+)(?::[0-9]{1,5})?(?:[/?#][^\s\\]*)?", re.IGNORECASE)
@@ -43,10 +43,10 @@ _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation chara
 _BACKTICKS = re.compile(r"`+")
 
 
+@cache  # settings are fixed for the life of the process
 def allowed_hosts() -> frozenset[str]:
-    """Hosts whose images and links are kept: MARKDOWN_ALLOWED_HOSTS, comma- or space-separated."""
-    raw = os.environ.get(ALLOWED_HOSTS_ENV, "")
-    return frozenset(host.strip().lower().rstrip(".") for host in re.split(r"[,\s]+", raw) if host.strip())
+    """Hosts whose images and links are kept: the MARKDOWN_ALLOWED_HOSTS setting."""
+    return frozenset(host.rstrip(".") for host in Settings.from_env().markdown_allowed_hosts)
 
 
 def safe_markdown(text: str, allowed: Iterable[str] | None = None) -> str:

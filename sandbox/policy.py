@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from glm_client.config import Settings
 from sandbox.bwrap import Confinement, Limits, bwrap_command
 
 log = logging.getLogger(__name__)
@@ -47,6 +46,8 @@ class SandboxChoice:
 
 def configured_sandbox() -> SandboxChoice:
     """The sandbox the settings ask for: KERNEL_SANDBOX, and APP_PASSWORD marking a shared deployment."""
+    from glm_client.config import Settings  # here: `import tools` (and so sandbox) stays free of glm_client
+
     settings = Settings.from_env()
     return choose_sandbox(settings.kernel_sandbox, shared=bool(settings.app_password))
 

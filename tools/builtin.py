@@ -138,8 +138,7 @@ def unit_convert(value: float, from_unit: str, to_unit: str) -> float:
 
 # Runs in a thread of the app, not a worker process: it only starts a sandboxed subprocess
 # and waits for it, killing the subprocess's group at its own timeout (cut to the call's
-# time left), so it never holds the GIL; and in a worker, `configured_sandbox` would first
-# import torch (via glm_client's settings), seconds and hundreds of MB per worker.
+# time left), so it never holds the GIL, and a worker would add nothing but its start-up.
 @register_tool(dangerous=True, isolated=False)
 def shell(command: str) -> str:
     """Run a shell command in the working directory and return its exit code and output.

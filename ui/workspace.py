@@ -23,7 +23,12 @@ def workspaces_root() -> Path:
     return settings().data_dir / "workspaces"
 
 
-@st.cache_resource(scope="session", show_spinner=False, on_release=lambda path: shutil.rmtree(path, True))
+@st.cache_resource(
+    scope="session",
+    show_spinner=False,
+    validate=lambda path: path.parent == workspaces_root(),  # DATA_DIR unchanged (tests change it)
+    on_release=lambda path: shutil.rmtree(path, True),
+)
 def session_workdir() -> Path:
     """DATA_DIR/workspaces/<random id>: what code and commands of this session see as /mnt/data."""
     sweep_stale_workspaces()

@@ -36,15 +36,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from glm_client import Done, LocalClient, Message, Settings, TextDelta, load_client  # noqa: E402
-from glm_client.backends import llamacpp  # noqa: E402
-from glm_client.backends.quality import (  # noqa: E402
+from glm_client.config import GenerationParams  # noqa: E402
+from glm_client.engines import llamacpp  # noqa: E402
+from glm_client.engines.quality import (  # noqa: E402
     QUALITY_TEXT,
     clear_disagreements,
     decoder_logits,
     perplexity,
     reference_logits,
 )
-from glm_client.config import GenerationParams  # noqa: E402
 
 PROMPT = [Message.user("Write a long story about a dragon who learns to paint.")]
 GREEDY = {"temperature": 0.0, "repetition_penalty": 1.0}

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from glm_client import Client, Done, LocalClient, Message, Settings, load_client
-from glm_client.backends.openai import OpenAIClient
+from glm_client.remote.openai import OpenAIClient
 from glm_client.server import create_app, serve_in_thread
 
 PROMPT = [Message.user("Write a long story about a dragon who learns to paint.")]

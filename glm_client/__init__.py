@@ -19,12 +19,12 @@ from glm_client.events import Done, Event, Notice, TextDelta, Timings, ToolCallS
 from glm_client.messages import INTERPRETER, Message, ToolCall
 
 if TYPE_CHECKING:
-    from glm_client.backends.transformers import ModelLoadError
     from glm_client.client import Client, LocalClient, ModelInfo, collect_text
+    from glm_client.engines.base import ModelLoadError
     from glm_client.loader import load_client
 
 _LAZY = {
-    "ModelLoadError": "glm_client.backends.transformers",
+    "ModelLoadError": "glm_client.engines.base",
     "Client": "glm_client.client",
     "LocalClient": "glm_client.client",
     "ModelInfo": "glm_client.client",

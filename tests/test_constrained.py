@@ -12,10 +12,10 @@ from chatglm3_tokenizer import train_sentencepiece
 
 from glm_client import ConfigError, Done, GenerationParams, LocalClient, Message, TextDelta, ToolCall
 from glm_client.agent import ObservationEvent, run_turn
-from glm_client.backends.transformers import EngineInfo
 from glm_client.constrained import FREE_STRING, call_schema, forced_tools
 from glm_client.dialects.base import INTERPRETER_TOOL, function_of
 from glm_client.dialects.chatglm3 import ChatGLM3Dialect, ChatGLM3Vocab
+from glm_client.engines.base import EngineInfo
 from tools import dispatch_tool, get_tools
 
 

@@ -8,7 +8,7 @@ import pytest
 from chatglm3_tokenizer import ChatGLMTokenizer, train_sentencepiece
 
 from glm_client import ModelLoadError
-from glm_client.backends.transformers import EngineInfo
+from glm_client.engines.base import EngineInfo
 from glm_client.loader import pick_dialect
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from glm_client import Done, LocalClient, Message, Notice, TextDelta
-from glm_client.backends.prompt_cache import PromptCache
-from glm_client.backends.transformers import TransformersEngine
+from glm_client.engines.prompt_cache import PromptCache
+from glm_client.engines.transformers import TransformersEngine
 
 pytestmark = pytest.mark.model
 

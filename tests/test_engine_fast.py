@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from glm_client import Done, LocalClient, Message, TextDelta
-from glm_client.backends.decoding import PREFILL_CHUNK, Row
-from glm_client.backends.fast_llama import FastLlama
-from glm_client.backends.prompt_cache import PromptCache
-from glm_client.backends.quality import (
+from glm_client.config import GenerationParams
+from glm_client.engines.decoding import PREFILL_CHUNK, Row
+from glm_client.engines.fast_llama import FastLlama
+from glm_client.engines.prompt_cache import PromptCache
+from glm_client.engines.quality import (
     PERPLEXITY_TOLERANCE,
     QUALITY_TEXT,
     clear_disagreements,
@@ -26,8 +27,7 @@ from glm_client.backends.quality import (
     perplexity,
     reference_logits,
 )
-from glm_client.backends.transformers import TransformersEngine
-from glm_client.config import GenerationParams
+from glm_client.engines.transformers import TransformersEngine
 
 pytestmark = pytest.mark.model
 

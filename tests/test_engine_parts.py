@@ -8,11 +8,11 @@ import time
 import pytest
 import torch
 
-from glm_client.backends.decoding import PREFILL_CHUNK, SequenceDecoder
-from glm_client.backends.packed import PackedLinear
-from glm_client.backends.prompt_cache import MIN_SHARED_PREFIX, PromptCache, shared_prefix
-from glm_client.backends.sampling import next_token, top_p_candidates
 from glm_client.config import GenerationParams
+from glm_client.engines.decoding import PREFILL_CHUNK, SequenceDecoder
+from glm_client.engines.packed import PackedLinear
+from glm_client.engines.prompt_cache import MIN_SHARED_PREFIX, PromptCache, shared_prefix
+from glm_client.engines.sampling import next_token, top_p_candidates
 
 
 class FakeCache:

@@ -15,8 +15,8 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 from glm_client import Done, LocalClient, Message, TextDelta, ToolCall, embedded
-from glm_client.backends.decoding import Row
 from glm_client.config import GenerationParams
+from glm_client.engines.decoding import Row
 
 pytestmark = pytest.mark.model
 

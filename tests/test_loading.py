@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from glm_client import ModelLoadError, Settings, embedded, load_client
-from glm_client.backends import llamacpp
+from glm_client.engines import llamacpp
 from glm_client.loader import choose_engine, embedded_quantize, in_passing_thread
 
 

@@ -21,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 import ui.model
 from glm_client import Done, Message, TextDelta, ToolCall, ToolCallStart
 from glm_client.agent import run_turn
-from glm_client.backends.openai import OpenAIClient
+from glm_client.remote.openai import OpenAIClient
 from glm_client.server import create_app, serve_in_thread
 from glm_client.testing import ScriptedClient
 

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from glm_client import LocalClient, Message
-from glm_client.backends.transformers import EngineInfo
+from glm_client.engines.base import EngineInfo
 
 MARK, END = -1, -2
 

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from glm_client.backends.prompt_cache import Cache, PromptCache
-from glm_client.backends.sampling import TokenPicker
 from glm_client.config import GenerationParams
+from glm_client.engines.prompt_cache import Cache, PromptCache
+from glm_client.engines.sampling import TokenPicker
 
 if TYPE_CHECKING:
     from glm_client.constrained import TokenConstraint
@@ -114,7 +114,7 @@ class SequenceDecoder:
         cancel: threading.Event | None = None,
         constraint: TokenConstraint | None = None,
     ) -> Iterator[int]:
-        """Yield new token ids until a stop id, max_new_tokens, `cancel`, or a complete constrained call."""
+        """`Engine.generate` (base.py) of the engines that decode on this thread."""
         if not input_ids:
             raise ValueError("generation needs at least one prompt token")
         sequence = _Sequence(input_ids, params, stop_ids, cancel, constraint)

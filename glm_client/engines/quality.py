@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from glm_client.backends.decoding import Row
+from glm_client.engines.decoding import Row
 
 PERPLEXITY_TOLERANCE = 0.02
 # A lead of this many logits or less is a tie: two bf16 steps at the embedded model's logit scale (~20).

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from glm_client.backends.decoding import PREFILL_CHUNK, Row, SequenceDecoder
-from glm_client.backends.prompt_cache import PromptCache
-from glm_client.backends.transformers import MAX_AUTO_CONTEXT, EngineInfo, ModelLoadError, Progress
 from glm_client.config import GenerationParams
+from glm_client.engines.base import MAX_AUTO_CONTEXT, EngineInfo, ModelLoadError, Progress
+from glm_client.engines.decoding import PREFILL_CHUNK, Row, SequenceDecoder
+from glm_client.engines.prompt_cache import PromptCache
 
 if TYPE_CHECKING:
     from glm_client.constrained import TokenConstraint
@@ -187,7 +187,7 @@ class LlamaCppModel:
 
 
 class LlamaCppEngine:
-    """The engine interface of TransformersEngine (info, tokenizer, generate) on llama.cpp."""
+    """An `Engine` (base.py) on llama.cpp: its forward, with the same decode thread as the packed path."""
 
     def __init__(self, model: LlamaCppModel, tokenizer: Any, info: EngineInfo) -> None:
         self.llama = model
@@ -250,7 +250,7 @@ class LlamaCppEngine:
         cancel: threading.Event | None = None,
         constraint: TokenConstraint | None = None,
     ) -> Iterator[int]:
-        """Yield new token ids until a stop id, max_new_tokens, `cancel`, or a complete constrained call."""
+        """`Engine.generate`, on the decode thread."""
         return self.decoder.generate(input_ids, params, stop_ids, cancel, constraint)
 
 

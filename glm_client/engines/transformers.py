@@ -16,24 +16,22 @@ serves every other model and device.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from glm_client.backends.decoding import SequenceDecoder
-from glm_client.backends.fast_llama import DENSE_MIN_TOKENS, FastLlama, unsupported_reason
-from glm_client.backends.prompt_cache import PromptCache
-from glm_client.backends.sampling import TokenPicker
 from glm_client.config import GenerationParams
+from glm_client.engines.base import MAX_AUTO_CONTEXT, EngineInfo, ModelLoadError, Progress
+from glm_client.engines.decoding import SequenceDecoder
+from glm_client.engines.fast_llama import DENSE_MIN_TOKENS, FastLlama, unsupported_reason
+from glm_client.engines.prompt_cache import PromptCache
+from glm_client.engines.sampling import TokenPicker
 
 if TYPE_CHECKING:
     from glm_client.constrained import TokenConstraint
 
-# Beyond this the KV cache of a long chat would eat a laptop's memory; CONTEXT_LENGTH overrides.
-MAX_AUTO_CONTEXT = 32768
 # Finished sequences kept for prefix reuse, and the memory their KV caches may hold together.
 PROMPT_CACHE_ENTRIES = 4
 PROMPT_CACHE_BYTES = 512 << 20
@@ -41,26 +39,10 @@ PROMPT_CACHE_BYTES = 512 << 20
 # stays int8: in int4 it cost the embedded model 7% perplexity, int8 under 1% (bench_engine.py).
 PACKED_BITS = {"none": (16, 16), "8": (8, 8), "4": (4, 8)}
 
-Progress = Callable[[str], None]
-
 
 def default_prompt_cache() -> PromptCache:
     # A prompt's last chunk runs dense, as it did when the prompt was new (fast_llama.py).
     return PromptCache(PROMPT_CACHE_ENTRIES, PROMPT_CACHE_BYTES, replay=DENSE_MIN_TOKENS)
-
-
-class ModelLoadError(RuntimeError):
-    """The model could not be loaded; the message is one readable sentence."""
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    name: str
-    device: str
-    dtype: str
-    context_length: int
-    model_type: str
-    weights: str = ""  # how the weights are stored when not simply in `dtype`, e.g. "int4"
 
 
 def pick_device(requested: str) -> str:
@@ -92,7 +74,7 @@ def read_model_config(path: Path) -> dict[str, Any]:
 
 
 class TransformersEngine:
-    """One loaded causal LM and its tokenizer; `generate` yields token ids.
+    """An `Engine` (base.py) on one loaded causal LM and its tokenizer.
 
     With `fast` (the model's packed CPU path) tokens come from it, with a prompt cache
     and batched steps; without, from the reference loop over the model's own forward.
@@ -206,11 +188,7 @@ class TransformersEngine:
         cancel: threading.Event | None = None,
         constraint: TokenConstraint | None = None,
     ) -> Iterator[int]:
-        """Yield new token ids until a stop id, max_new_tokens, or `cancel` is set.
-
-        A `constraint` (a forced tool call) masks the logits before each pick, greedy
-        or sampled alike, and ends the reply when its text is complete.
-        """
+        """`Engine.generate`: from the packed path's decode thread, else from the reference loop."""
         if self.decoder is not None:
             yield from self.decoder.generate(input_ids, params, stop_ids, cancel, constraint)
             return

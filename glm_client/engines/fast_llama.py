@@ -6,7 +6,7 @@ forward spends most of its time outside the weights' arithmetic: bf16 GEMV strea
 only ~6 GB/s, every module adds Python overhead, and sdpa's CPU kernel for a single
 query grows to 2 ms per layer at a 2k context (the reply slows down as the chat grows).
 This forward takes the loaded model's weights, packs the linear layers (int4/int8,
-glm_client/backends/packed.py), fuses q/k/v and gate/up into one matmul each, runs
+glm_client/engines/packed.py), fuses q/k/v and gate/up into one matmul each, runs
 the attention of a single query as two small bmm's, and keeps one KV cache per
 sequence, so that:
 
@@ -35,8 +35,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from glm_client.backends.decoding import Row
-from glm_client.backends.packed import PackedLinear
+from glm_client.engines.decoding import Row
+from glm_client.engines.packed import PackedLinear
 
 # Architectures whose decoder layers this forward reproduces exactly.
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")

@@ -24,7 +24,7 @@ from glm_client.dialects.base import ToolSchema
 from glm_client.events import Done, Event, FinishReason, TextDelta, Timings, ToolCallStart, Usage
 from glm_client.messages import Message, ToolCall
 
-DEFAULT_TIMEOUT_S = 120.0  # between two bytes of the reply, not for the whole reply
+READ_TIMEOUT_S = 120.0  # between two bytes of the reply, not for the whole reply
 INFO_TIMEOUT_S = 5.0  # the model list is asked for at load time; a dead server shouldn't hang the app
 OPENAI_HOST = "api.openai.com"  # the one server known to reject vLLM's extra sampling fields
 
@@ -43,7 +43,7 @@ class StreamError(Exception):
 class OpenAIClient:
     """A `Client` for a model served over the OpenAI chat-completions API at `base_url` (ending in /v1)."""
 
-    def __init__(self, base_url: str, api_key: str = "", model: str = "", timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, base_url: str, api_key: str = "", model: str = "", timeout: float = READ_TIMEOUT_S) -> None:
         self.base_url = base_url.rstrip("/")  # for requests only: it may carry user:password@
         self.shown_url = redact_url(self.base_url)  # for every message, repr and ModelInfo
         self.model = model

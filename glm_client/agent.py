@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from glm_client.client import Client
+from glm_client.config import DEFAULT_MAX_ROUNDS
 from glm_client.dialects.base import ToolSchema
 from glm_client.events import Done, Event, Notice, TextDelta
 from glm_client.messages import Message, ToolCall
 
 Executor = Callable[[ToolCall], Message]
-DEFAULT_MAX_ROUNDS = 5
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 from glm_client.agent import AgentEvent, Executor, ObservationEvent, run_turn
 from glm_client.client import Client
-from glm_client.config import ConfigError, Settings
+from glm_client.config import DEFAULT_MAX_ROUNDS, ConfigError, Settings
 from glm_client.dialects.base import INTERPRETER_TOOL, ToolSchema, function_of
 from glm_client.events import Done, Notice, TextDelta, ToolCallStart
 from glm_client.messages import Message, ToolCall
@@ -116,7 +116,7 @@ def registry_tools(settings: Settings) -> tuple[list[ToolSchema], Executor]:
     import tools
     from tools.executor import tool_executor
 
-    for problem in tools.load_tools_dir(settings.tools_dir or None):
+    for problem in tools.load_tools_dir(settings.tools_dir):
         print(f"[tools] {problem}", file=sys.stderr)
     return tools.get_tools(), tool_executor()
 
@@ -130,7 +130,7 @@ class TerminalChat:
         system: str,
         tools: list[ToolSchema] | None = None,
         executor: Executor | None = None,
-        max_rounds: int = 5,
+        max_rounds: int = DEFAULT_MAX_ROUNDS,
         on_interrupt: Callable[[], None] = lambda: None,
         out: TextIO | None = None,
     ) -> None:

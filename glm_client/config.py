@@ -25,6 +25,22 @@ QUANTIZE = ("auto", "none", "4", "8")
 ENGINES = ("auto", "transformers", "llamacpp")
 KERNEL_SANDBOXES = ("auto", "bwrap", "none")
 
+# Defaults that code outside Settings also needs (agent, kernel); written once, here.
+DEFAULT_MAX_ROUNDS = 5
+DEFAULT_KERNEL_TIMEOUT_S = 60.0  # a cell that loops forever must not hang the conversation
+# RLIMIT_AS of a kernel: address space, not resident memory. Measured with
+# bench/bench_kernel_memory.py (2 CPUs, MALLOC_ARENA_MAX=2; VmSize/VmRSS): numpy, pandas and
+# matplotlib 0.55/0.17 GB; plus `import torch` 1.0/0.35 GB (it fails at 512 MiB). torch's
+# thread pool, one thread per core, then adds about 16 MiB of address space per thread:
+# 1.04 GB with 2 threads, 1.27 GB with 16, 2.04 GB with 64, so a torch matmul dies at 1 GiB
+# on 2 cores and at 1.5 GiB on 64. 2 GiB would leave no room for data on a 64-core host;
+# 4 GiB leaves about 2 GB there and still stops a memory bomb long before it hurts the host.
+DEFAULT_KERNEL_MEMORY_MB = 4096
+DEFAULT_WEATHER_API_URL = "https://wttr.in/{city}?format=j1"  # wttr.in's JSON API
+
+# ENABLE_<NAME>_TOOL: the switch of a dangerous tool (tools/registry.py).
+_TOOL_SWITCH = re.compile(r"ENABLE_[A-Z0-9_]+_TOOL")
+
 
 @dataclass(frozen=True)
 class GenerationParams:
@@ -34,6 +50,8 @@ class GenerationParams:
     tools (or that one), by constrained decoding (glm_client/constrained.py).
     """
 
+    # The ChatGLM3 demo's defaults, with a repetition penalty that keeps small models from looping;
+    # the sidebar's sliders start here too (ui/sidebar.py).
     temperature: float = 0.8
     top_p: float = 0.8
     max_new_tokens: int = 512
@@ -103,6 +121,16 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
 _HOST = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]")
 
 
+def tool_switch(tool_name: str) -> str:
+    """The variable that turns on the dangerous tool `tool_name`: ENABLE_<NAME>_TOOL."""
+    return f"ENABLE_{re.sub(r'[^A-Za-z0-9]', '_', tool_name).upper()}_TOOL"
+
+
+def _tool_switches(env: Mapping[str, str]) -> frozenset[str]:
+    """Every ENABLE_<NAME>_TOOL variable that is on; a bad value is an error, as for any flag."""
+    return frozenset(name for name in env if _TOOL_SWITCH.fullmatch(name) and _flag(env, name))
+
+
 def _hosts(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """Comma-separated host names, lower-cased; "*" allows any host (behind a proxy that checks)."""
     hosts = tuple(part.strip().lower() for part in env.get(name, "").split(",") if part.strip())
@@ -139,15 +167,19 @@ class Settings:
     quantize: str = "auto"  # auto: int4 for the embedded model (its GGUF is 4-bit already), none otherwise
     engine: str = "auto"  # auto: llama.cpp for GGUF models when llama-cpp-python is installed
     context_length: int = 0  # 0: what the model declares (capped at MAX_AUTO_CONTEXT)
-    max_rounds: int = 5
-    tools_dir: str = ""
+    max_rounds: int = DEFAULT_MAX_ROUNDS
+    tools_dir: str = ""  # empty: no extra tools
     enable_shell_tool: bool = False
+    # ENABLE_<NAME>_TOOL variables set on for other dangerous tools (the shell's is the field above).
+    enabled_tool_switches: frozenset[str] = frozenset()
+    weather_api_url: str = DEFAULT_WEATHER_API_URL  # {city} is filled in; tests point it at a local server
     cache_dir: Path = field(default_factory=lambda: default_cache_dir(os.environ))
     data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
     database_url: str = field(default="", repr=False)  # empty: SQLite in data_dir; may hold a password
     app_password: str = field(default="", repr=False)  # never in logs
-    kernel_timeout_s: float = 60.0
-    kernel_memory_mb: int = 2048
+    server_api_key: str = field(default="", repr=False)  # empty: the API server asks for no key
+    kernel_timeout_s: float = DEFAULT_KERNEL_TIMEOUT_S
+    kernel_memory_mb: int = DEFAULT_KERNEL_MEMORY_MB
     kernel_sandbox: str = "auto"  # auto: bwrap when it can start here; see sandbox/policy.py
     allowed_hosts: tuple[str, ...] = ()  # Host names the API server answers besides loopback ones
     markdown_allowed_hosts: tuple[str, ...] = ()  # hosts whose images and links in model text are shown
@@ -166,16 +198,24 @@ class Settings:
             quantize=_choice(env, "QUANTIZE", QUANTIZE, "auto"),
             engine=_choice(env, "ENGINE", ENGINES, "auto"),
             context_length=int(_number(env, "CONTEXT_LENGTH", 0, 0)),
-            max_rounds=int(_number(env, "MAX_ROUNDS", 5, 1)),
+            max_rounds=int(_number(env, "MAX_ROUNDS", DEFAULT_MAX_ROUNDS, 1)),
             tools_dir=env.get("TOOLS_DIR", "").strip(),
             enable_shell_tool=_flag(env, "ENABLE_SHELL_TOOL"),
+            enabled_tool_switches=_tool_switches(env) - {"ENABLE_SHELL_TOOL"},
+            weather_api_url=env.get("WEATHER_API_URL", "").strip() or DEFAULT_WEATHER_API_URL,
             cache_dir=Path(env["GLM_CACHE_DIR"]) if env.get("GLM_CACHE_DIR") else default_cache_dir(env),
             data_dir=Path(env["DATA_DIR"]) if env.get("DATA_DIR") else default_data_dir(env),
             database_url=env.get("DATABASE_URL", "").strip(),
             app_password=env.get("APP_PASSWORD", ""),
-            kernel_timeout_s=float(_number(env, "KERNEL_TIMEOUT", 60.0, 1.0, float)),
-            kernel_memory_mb=int(_number(env, "KERNEL_MEMORY_MB", 2048, 256)),
+            server_api_key=env.get("SERVER_API_KEY", "").strip(),
+            kernel_timeout_s=float(_number(env, "KERNEL_TIMEOUT", DEFAULT_KERNEL_TIMEOUT_S, 1.0, float)),
+            kernel_memory_mb=int(_number(env, "KERNEL_MEMORY_MB", DEFAULT_KERNEL_MEMORY_MB, 256)),
             kernel_sandbox=_choice(env, "KERNEL_SANDBOX", KERNEL_SANDBOXES, "auto"),
             allowed_hosts=_hosts(env, "ALLOWED_HOSTS"),
             markdown_allowed_hosts=_hosts(env, "MARKDOWN_ALLOWED_HOSTS"),
         )
+
+    def tool_enabled(self, tool_name: str) -> bool:
+        """Whether the operator turned on the dangerous tool `tool_name` (ENABLE_<NAME>_TOOL)."""
+        switch = tool_switch(tool_name)
+        return self.enable_shell_tool if switch == "ENABLE_SHELL_TOOL" else switch in self.enabled_tool_switches

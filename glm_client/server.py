@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import secrets
 import socket
 import sys
@@ -335,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     elif not host_allowed(bound, set(LOOPBACK_HOSTS)):
         allowed_hosts += (bound,)  # the address it listens on is a name clients will use
-    api_key = os.environ.get(API_KEY_ENV, "").strip() or None
+    api_key = settings.server_api_key or None
     print(
         f"Serving {client.info.name} at http://{args.host}:{args.port}/v1"
         + (f" (clients must send the {API_KEY_ENV} key)" if api_key else ""),

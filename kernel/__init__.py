@@ -41,8 +41,8 @@ and a shared app (APP_PASSWORD set) refuses to run code then. RLIMIT_AS must be 
 """
 
 from kernel.limits import (
+    CELL_TIMEOUT_S,
     DEFAULT_MEMORY_LIMIT,
-    DEFAULT_TIMEOUT_S,
     MAX_OBSERVATION_CHARS,
     MAX_RESULT_TEXT_CHARS,
     MAX_UPLOAD_BYTES,
@@ -52,8 +52,8 @@ from kernel.result import ExecutionResult, Output
 from kernel.session import KernelSession, KernelUnavailable
 
 __all__ = [
+    "CELL_TIMEOUT_S",
     "DEFAULT_MEMORY_LIMIT",
-    "DEFAULT_TIMEOUT_S",
     "MAX_OBSERVATION_CHARS",
     "MAX_RESULT_TEXT_CHARS",
     "MAX_UPLOAD_BYTES",

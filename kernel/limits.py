@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from glm_client.config import DEFAULT_KERNEL_MEMORY_MB, DEFAULT_KERNEL_TIMEOUT_S
+
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
-# A model-written cell that loops forever must not hang the conversation.
-DEFAULT_TIMEOUT_S = 60.0
+# How long one code cell may run (KERNEL_TIMEOUT's default; the setting is what the app passes).
+CELL_TIMEOUT_S = DEFAULT_KERNEL_TIMEOUT_S
 # After a timeout the kernel gets this long to answer the interrupt before it is restarted.
 INTERRUPT_GRACE_S = 3.0
 # Cold start of ipykernel takes about a second; the margin covers loaded CI machines.
@@ -15,14 +17,10 @@ KERNEL_START_TIMEOUT_S = 60.0
 # How often a waiting execute checks that the kernel process is still alive.
 ALIVE_CHECK_INTERVAL_S = 0.2
 
-# RLIMIT_AS caps address space, not resident memory, and address space is what libraries
-# reserve generously. Measured here (2 cores, MALLOC_ARENA_MAX=2): an idle kernel maps
-# 0.2 GB; after importing numpy, pandas, matplotlib and torch, 1.2 GB. Many-core machines
-# map more (a stack per BLAS/OpenMP thread and per-thread buffers), so the issue's ~2 GiB
-# would leave little room for data and could break `import torch` there. 4 GiB still stops a
-# memory bomb long before it hurts the host. None disables the limit (needed for CUDA,
-# which maps far more address space than it uses).
-DEFAULT_MEMORY_LIMIT = 4 * GiB
+# RLIMIT_AS of a kernel process: KERNEL_MEMORY_MB's default (measured figures in
+# glm_client/config.py). None disables the limit (needed for CUDA, which maps far more
+# address space than it uses).
+DEFAULT_MEMORY_LIMIT = DEFAULT_KERNEL_MEMORY_MB * MiB
 
 # What one execution keeps: enough for any sensible cell, bounded for `print('x' * 10**9)`.
 MAX_RESULT_TEXT_CHARS = 2_000_000

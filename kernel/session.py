@@ -23,8 +23,8 @@ from kernel import files, registry
 from kernel.collector import OutputCollector, error_output
 from kernel.limits import (
     ALIVE_CHECK_INTERVAL_S,
+    CELL_TIMEOUT_S,
     DEFAULT_MEMORY_LIMIT,
-    DEFAULT_TIMEOUT_S,
     INTERRUPT_GRACE_S,
     KERNEL_START_TIMEOUT_S,
     MAX_RESULT_TEXT_CHARS,
@@ -202,7 +202,7 @@ class KernelSession:
 
     # -- execution ---------------------------------------------------------------------------
 
-    def execute(self, code: str, timeout: float | None = DEFAULT_TIMEOUT_S) -> ExecutionResult:
+    def execute(self, code: str, timeout: float | None = CELL_TIMEOUT_S) -> ExecutionResult:
         """Run `code` and return all of its outputs in order; never raises for bad code.
 
         On timeout the code is interrupted (variables kept), or the kernel restarted if it

@@ -25,7 +25,7 @@ DEFAULT_SYSTEM_PROMPT = "Answer the following questions as best as you can. Use 
 @st.cache_resource(show_spinner=False)
 def user_tool_errors(tools_dir: str) -> list[str]:
     """Load TOOLS_DIR once per process; a broken file is reported, the others still load."""
-    return [f"{error.file.name}: {error.message}" for error in load_tools_dir(tools_dir or None)]
+    return [f"{error.file.name}: {error.message}" for error in load_tools_dir(tools_dir)]
 
 
 def tool_list_sidebar() -> None:

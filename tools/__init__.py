@@ -11,7 +11,7 @@ dispatch_tool("get_weather", '{"city_name": "Paris"}')  # -> ToolResult, never r
 """
 
 from tools import builtin as _builtin  # noqa: F401  (registers the built-in tools)
-from tools.dispatch import DEFAULT_TIMEOUT_S, dispatch_tool
+from tools.dispatch import TOOL_CALL_TIMEOUT_S, dispatch_tool
 from tools.loader import ToolLoadError, load_tools_dir
 from tools.registry import (
     Tool,
@@ -27,7 +27,7 @@ from tools.result import ToolResult
 from tools.schema import SchemaError
 
 __all__ = [
-    "DEFAULT_TIMEOUT_S",
+    "TOOL_CALL_TIMEOUT_S",  # one tool call's limit (the kernel's cell limit is kernel.limits.CELL_TIMEOUT_S)
     "SchemaError",
     "Tool",
     "ToolLoadError",

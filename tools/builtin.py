@@ -25,8 +25,6 @@ from tools.registry import register_tool
 from tools.result import cap_text
 from tools.workspace import current_workdir
 
-# wttr.in's JSON API; WEATHER_API_URL overrides it (tests point it at a closed local port).
-WEATHER_URL = "https://wttr.in/{city}?format=j1"
 WEATHER_TIMEOUT_S = 3.0
 WEATHER_MAX_REDIRECTS = 3
 NETWORK_UNAVAILABLE = "network unavailable: could not reach the weather service"
@@ -53,7 +51,12 @@ def get_weather(city_name: Annotated[str, "The name of the city to be queried", 
     """Get the current weather for `city_name`"""
     import httpx  # imported here: only this tool needs it, and it is slow to import
 
-    url = os.environ.get("WEATHER_API_URL", WEATHER_URL).format(city=_url_segment(city_name))
+    # Settings read here, at call time: a tool gets only its arguments, and this one runs in a
+    # worker process that receives the app's environment with each call (tools/isolation.py).
+    # Imported here: `import tools` stays free of glm_client.
+    from glm_client.config import Settings
+
+    url = Settings.from_env().weather_api_url.format(city=_url_segment(city_name))
     try:
         with httpx.Client(timeout=WEATHER_TIMEOUT_S, follow_redirects=False) as client:
             response = client.get(url)

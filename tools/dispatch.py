@@ -34,14 +34,15 @@ from tools.registry import Tool, ToolRegistry, default_registry
 from tools.result import ToolResult
 from tools.workspace import current_workdir
 
-DEFAULT_TIMEOUT_S = 30.0
+# How long one tool call may run before its worker is killed and the model is told so.
+TOOL_CALL_TIMEOUT_S = 30.0
 _MAX_ERROR_DETAIL = 300  # a huge argument value shouldn't flood the error message
 
 
 def dispatch_tool(
     name: str,
     arguments: dict[str, Any] | str | None = None,
-    timeout: float | None = DEFAULT_TIMEOUT_S,
+    timeout: float | None = TOOL_CALL_TIMEOUT_S,
     *,
     registry: ToolRegistry | None = None,
 ) -> ToolResult:
@@ -107,7 +108,7 @@ def describe_parameters(tool: Tool) -> str:
     return "\n".join(lines)
 
 
-def run_tool(tool: Tool, arguments: dict[str, Any], timeout: float | None = DEFAULT_TIMEOUT_S) -> ToolResult:
+def run_tool(tool: Tool, arguments: dict[str, Any], timeout: float | None = TOOL_CALL_TIMEOUT_S) -> ToolResult:
     """Call the tool and wait up to `timeout` seconds (None waits forever)."""
     ref = locate(tool.function) if tool.isolated else None
     if ref is None:
@@ -146,7 +147,7 @@ def run_in_worker(tool: Tool, ref: FunctionRef, arguments: dict[str, Any], timeo
     return ToolResult.success(reply.value, stdout=reply.stdout, duration_s=duration)
 
 
-def run_in_thread(tool: Tool, arguments: dict[str, Any], timeout: float | None = DEFAULT_TIMEOUT_S) -> ToolResult:
+def run_in_thread(tool: Tool, arguments: dict[str, Any], timeout: float | None = TOOL_CALL_TIMEOUT_S) -> ToolResult:
     """Call the tool in a daemon thread; on timeout the thread is abandoned, not stopped."""
     outcome: dict[str, Any] = {}
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from glm_client.agent import Executor
 from glm_client.messages import Message, ToolCall
-from tools.dispatch import DEFAULT_TIMEOUT_S, dispatch_tool
+from tools.dispatch import TOOL_CALL_TIMEOUT_S, dispatch_tool
 from tools.registry import ToolRegistry
 
 
-def tool_executor(registry: ToolRegistry | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> Executor:
+def tool_executor(registry: ToolRegistry | None = None, timeout: float = TOOL_CALL_TIMEOUT_S) -> Executor:
     """An executor for `glm_client.agent.run_turn` that dispatches calls to registered tools."""
 
     def execute(call: ToolCall) -> Message:

@@ -27,15 +27,19 @@ class ToolLoadError:
 
 
 def load_tools_dir(path: str | os.PathLike[str] | None = None) -> list[ToolLoadError]:
-    """Import every `.py` file in `path` (default: $TOOLS_DIR; nothing when unset).
+    """Import every `.py` file in `path` (None: the TOOLS_DIR setting; "": nothing).
 
     A broken file is reported and skipped; the others still load. Loading again re-runs
     the files, and a tool registered again under the same name replaces the old one.
     """
     if path is None:
-        path = os.environ.get("TOOLS_DIR", "").strip()
-        if not path:
-            return []
+        # Only a caller without settings at hand (a plain `load_tools_dir()`) gets here; the
+        # app and CLI pass `settings.tools_dir`. Imported here: `import tools` stays free of glm_client.
+        from glm_client.config import Settings
+
+        path = Settings.from_env().tools_dir
+    if not os.fspath(path).strip():
+        return []
     directory = Path(path).expanduser()
     if not directory.is_dir():
         return [ToolLoadError(directory, "not a directory")]

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-import os
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from jsonschema import Draft202012Validator
 
 from tools.schema import function_schema
 
+if TYPE_CHECKING:
+    from glm_client.config import Settings
+
 F = TypeVar("F", bound=Callable[..., Any])
 
-_TRUTHY = ("1", "true", "yes", "on")
+
+def current_settings() -> Settings:
+    """The settings as the environment says now.
+
+    Read on every check, not once: the registry is process-wide, so no settings object is
+    handed to it, and an operator may flip ENABLE_<NAME>_TOOL without restarting. Imported
+    here so that `import tools` stays free of glm_client.
+    """
+    from glm_client.config import Settings
+
+    return Settings.from_env()
 
 
 @dataclass
@@ -23,8 +34,8 @@ class Tool:
     """A registered function with the schema the model sees.
 
     A `dangerous` tool (one that can harm the host, like `shell`) stays off until the
-    operator sets `ENABLE_<NAME>_TOOL=1`; the variable is read on every check, so it
-    can be flipped without restarting. `enabled=False` switches any tool off.
+    operator sets `ENABLE_<NAME>_TOOL=1` (parsed by glm_client.config.Settings); it is read
+    on every check, so it can be flipped without restarting. `enabled=False` switches any tool off.
 
     An `isolated` tool runs in a worker process that a timeout kills (tools/isolation.py);
     `isolated=False` runs it in a thread of the app, for tools that only wait on a
@@ -49,16 +60,25 @@ class Tool:
         """The environment variable that turns on a dangerous tool."""
         if not self.dangerous:
             return None
-        return f"ENABLE_{re.sub(r'[^A-Za-z0-9]', '_', self.name).upper()}_TOOL"
+        from glm_client.config import tool_switch  # here: `import tools` stays free of glm_client
+
+        return tool_switch(self.name)
 
     @property
     def disabled_reason(self) -> str | None:
         """Why the tool can't be called now, or None when it can."""
         if not self.enabled:
             return "disabled by the operator"
-        env_var = self.enable_env_var
-        if env_var and os.environ.get(env_var, "").strip().lower() not in _TRUTHY:
-            return f"disabled by the operator (set {env_var}=1 to enable it)"
+        if not self.dangerous:
+            return None
+        from glm_client.config import ConfigError
+
+        try:
+            settings = current_settings()
+        except ConfigError as error:  # a bad value keeps a dangerous tool off, and says why
+            return f"disabled: {str(error).rstrip('.')}"
+        if not settings.tool_enabled(self.name):
+            return f"disabled by the operator (set {self.enable_env_var}=1 to enable it)"
         return None
 
     @property

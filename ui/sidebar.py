@@ -6,11 +6,17 @@ from typing import Any
 
 import streamlit as st
 
-from glm_client import Client, Message
+from glm_client import Client, GenerationParams, Message
 from ui.render import safe_markdown
 
-# The ChatGLM3 demo's defaults, with a repetition penalty that keeps small models from looping.
-DEFAULTS: dict[str, Any] = {"temperature": 0.8, "top_p": 0.8, "max_new_tokens": 512, "repetition_penalty": 1.1}
+# The sliders start at GenerationParams' defaults, the one place they are written.
+_PARAMS = GenerationParams()
+DEFAULTS: dict[str, Any] = {
+    "temperature": _PARAMS.temperature,
+    "top_p": _PARAMS.top_p,
+    "max_new_tokens": _PARAMS.max_new_tokens,
+    "repetition_penalty": _PARAMS.repetition_penalty,
+}
 
 
 def sampling_controls(mode: str, defaults: dict[str, Any] | None = None) -> dict[str, Any]:

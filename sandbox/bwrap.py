@@ -85,9 +85,10 @@ class Confinement:
 
 def bwrap_command(confinement: Confinement, command: list[str]) -> list[str]:
     """The full argv: bwrap, its options, then the launcher that applies limits and runs `command`."""
-    args = ["bwrap", *_namespace_options(confinement.host_uid), *_system_mounts(), *_python_mounts()]
-    args += ["--proc", "/proc", "--dev", "/dev"]
+    args = ["bwrap", *_namespace_options(confinement.host_uid)]
+    # /tmp first: the venv or the kernel's sockets may live under the host's /tmp, and are bound on top.
     args += ["--perms", "1777", "--size", str(confinement.limits.tmp_bytes), "--tmpfs", "/tmp"]
+    args += [*_system_mounts(), *_python_mounts(), "--proc", "/proc", "--dev", "/dev"]
     args += ["--perms", "0755", "--dir", "/mnt", "--bind", str(confinement.workdir), MOUNT_POINT]
     for directory in confinement.shared_dirs:
         args += ["--bind", str(directory), str(directory)]
@@ -159,6 +160,7 @@ def _python_mounts() -> list[str]:
         if any(root.is_relative_to(directory) for directory in SYSTEM_DIRS):
             continue
         for parent in reversed(root.parents[:-1]):
-            args += ["--perms", "0755", "--dir", str(parent)]
+            if str(parent) != "/tmp":  # the private /tmp keeps its own 1777
+                args += ["--perms", "0755", "--dir", str(parent)]
         args += ["--ro-bind", str(root), str(root)]
     return args

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,6 @@ import sandbox.policy
 import ui.model
 from glm_client import INTERPRETER, ToolCall
 from glm_client.testing import ScriptedClient
-from sandbox import bwrap_problem
 
 PAGE = str(Path(__file__).resolve().parent.parent / "modes" / "code_interpreter.py")
 PLOT = "import matplotlib.pyplot as plt\nprint('before')\nplt.plot([1, 4, 9])\nplt.show()\nprint('after')"
@@ -67,8 +67,8 @@ def test_files_written_by_code_get_download_buttons(page):
 
 def test_the_sidebar_says_the_code_is_sandboxed_and_where_files_are(page):
     app, _ = page
-    if bwrap_problem():
-        pytest.skip(bwrap_problem())
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed")
     assert any("Sandboxed (bubblewrap)" in caption.value for caption in app.sidebar.caption)
     assert "Files are in /mnt/data" in app.sidebar.text_area(key="code_interpreter_system_prompt").value
     assert not app.warning and not app.error

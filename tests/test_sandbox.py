@@ -7,6 +7,7 @@ it off, where the same attempt must succeed: the proof that the test can see the
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,7 +29,8 @@ pytestmark = pytest.mark.kernel
 
 ON = SandboxChoice("bwrap")
 OFF = SandboxChoice("none", "unconfined in this test")
-needs_bwrap = pytest.mark.skipif(bwrap_problem() is not None, reason=str(bwrap_problem()))
+# Skipped only where bubblewrap is not installed; installed but unable to start is a failure (see below).
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
 
 @pytest.fixture(scope="module", params=[pytest.param(ON, marks=needs_bwrap, id="on"), pytest.param(OFF, id="off")])
@@ -231,6 +233,28 @@ def test_the_unprivileged_variant_maps_nobody_in_a_user_namespace(tmp_path: Path
     assert finished.returncode == 0, finished.stderr
     uid, cwd, caps = finished.stdout.split()
     assert (int(uid), cwd, int(caps, 16)) == (65534, "/mnt/data", 0)
+
+
+@needs_bwrap
+def test_bwrap_starts_a_sandbox_where_it_is_installed() -> None:
+    assert bwrap_problem() is None
+
+
+@needs_bwrap
+def test_a_venv_under_tmp_is_visible_in_the_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The private /tmp must not hide a Python that lives under the host's /tmp (CI clones there)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    assert str(venv).startswith("/tmp/")
+    monkeypatch.setattr(sys, "executable", str(venv / "bin" / "python"))
+    monkeypatch.setattr(sys, "prefix", str(venv))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    command = bwrap_command(
+        Confinement(workdir, Limits(), host_uid=None), [sys.executable, "-c", "import sys; print(sys.prefix)"]
+    )
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert (finished.returncode, finished.stdout.strip()) == (0, str(venv)), finished.stderr
 
 
 # --- choosing the sandbox ---------------------------------------------------------------------

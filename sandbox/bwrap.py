@@ -43,8 +43,9 @@ GiB = 1024 * MiB
 class Limits:
     """Resource limits of every process in one sandbox, set inside it before the program starts."""
 
-    # Address space of each process; None: unlimited (CUDA maps far more than it uses).
-    memory_bytes: int | None = 4 * GiB
+    # Address space of each process; None: unlimited (CUDA maps far more than it uses). Kernels
+    # and the shell tool pass KERNEL_MEMORY_MB, the one default for it (glm_client/config.py).
+    memory_bytes: int | None = None
     # Processes and threads of one sandbox together: a fork bomb stops here. Room for BLAS and
     # OpenMP thread pools (a thread per core) and a few subprocesses.
     max_processes: int = max(256, 8 * (os.cpu_count() or 1))

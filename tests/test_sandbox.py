@@ -309,16 +309,21 @@ def test_the_shell_tool_runs_in_the_sandbox_over_the_session_workdir(
 ) -> None:
     monkeypatch.setenv("ENABLE_SHELL_TOOL", "1")
     monkeypatch.setenv("SHELL_SECRET_TOKEN", "do-not-leak")
+    monkeypatch.setenv("KERNEL_MEMORY_MB", "1536")
     workdir = tmp_path / "session"
     workdir.mkdir()
     with tool_workdir(workdir):
         result = dispatch_tool(
             "shell",
-            {"command": f"pwd; echo made > made.txt; cat {host['home'] / 'secret.txt'}; env | grep -c SECRET_TOKEN"},
+            {
+                "command": f"pwd; echo made > made.txt; cat {host['home'] / 'secret.txt'}; "
+                "env | grep -c SECRET_TOKEN; ulimit -v"
+            },
         )
     assert result.ok, result.text
     lines = result.text.splitlines()
     assert lines[1] == "/mnt/data"
     assert "No such file or directory" in lines[2]
     assert lines[3] == "0"
+    assert lines[4] == str(1536 * 1024)  # KiB: the kernel's memory setting caps the shell too
     assert (workdir / "made.txt").read_text() == "made\n"

@@ -155,7 +155,10 @@ def shell(command: str) -> str:
     workdir = current_workdir()
     argv = ["/bin/sh", "-c", command]
     if choice.sandboxed:
-        argv = bwrap_command(Confinement(workdir, Limits(), claim_workdir(workdir)), argv)
+        from glm_client.config import Settings  # here: `import tools` stays free of glm_client
+
+        limits = Limits(memory_bytes=Settings.from_env().kernel_memory_mb * 1024 * 1024)
+        argv = bwrap_command(Confinement(workdir, limits, claim_workdir(workdir)), argv)
     # A new session, so a timeout can kill the whole process group (bwrap takes the sandbox with it).
     with subprocess.Popen(
         argv,

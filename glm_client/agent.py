@@ -3,14 +3,17 @@
 generate → parse calls → execute each → append observations → generate again,
 until the model answers without a call or `max_rounds` is reached. The
 conversation list is extended in place as each message completes, so whatever
-happens (stop, error, round limit) the text written so far is kept.
+happens (stop, error, round limit) the text written so far is kept. Each message is
+final when it is appended and never changed after: `on_message(index, message)` hears
+of each one then, which is how the app saves a turn (the partial reply of a stopped
+turn included: it is appended when the caller closes the turn's generator).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +24,7 @@ from glm_client.events import Done, Event, Notice, TextDelta
 from glm_client.messages import Message, ToolCall
 
 Executor = Callable[[ToolCall], Message]
+MessageListener = Callable[[int, Message], None]
 
 
 @dataclass
@@ -49,16 +53,24 @@ def run_turn(
     max_rounds: int = DEFAULT_MAX_ROUNDS,
     cancel: threading.Event | None = None,
     force_tool: str | None = None,
+    on_message: MessageListener | None = None,
     **params: Any,
-) -> Iterator[AgentEvent]:
+) -> Generator[AgentEvent, None, None]:
     """Answer the conversation, running tool calls through `executor`.
 
     Without an executor the turn ends at the first call, leaving it for the caller
     to answer with an observation and call `run_turn` again (the Tool page's manual mode).
     `force_tool` ("any" or a tool name) constrains the first round only, so the model
     can answer in words once it has the result. Notices (trimmed history, the round
-    limit) are kept in the message's `meta["notices"]` so a redraw shows them again.
+    limit) are kept in the message's `meta["notices"]` so a redraw shows them again;
+    an observation keeps how long its call ran in `meta["duration_s"]`.
     """
+
+    def add(message: Message) -> None:
+        conversation.append(message)
+        if on_message is not None:
+            on_message(len(conversation) - 1, message)
+
     for round_index in range(max_rounds):
         text: list[str] = []
         calls: list[ToolCall] = []
@@ -88,10 +100,11 @@ def run_turn(
                 reply.meta["interrupted"] = True
                 reply.tool_calls = []  # an unfinished call is never executed
             if reply.content or reply.tool_calls or interrupted:
-                conversation.append(reply)
+                add(reply)
         if interrupted or not calls or executor is None:
             return  # with no executor the calls wait for the caller (manual mode) to answer them
-        for call in calls:
+        last_round = round_index == max_rounds - 1
+        for position, call in enumerate(calls):
             if cancel is not None and cancel.is_set():
                 return
             started = time.perf_counter()
@@ -99,21 +112,28 @@ def run_turn(
                 observation = execute_call(call, executor)
             except BaseException:
                 # The user stopped the page mid-call: record that, so the call is never left unanswered.
-                conversation.append(
+                add(
                     Message.observation(
                         "Stopped by the user before it finished.", name=call.name, tool_call_id=call.id, is_error=True
                     )
                 )
                 raise
-            conversation.append(observation)
-            yield ObservationEvent(call, observation, time.perf_counter() - started)
-    notice = (
+            duration_s = time.perf_counter() - started
+            observation.meta["duration_s"] = round(duration_s, 3)
+            if last_round and position == len(calls) - 1:
+                # The turn ends here: the notice goes on this message before it is final.
+                observation.meta.setdefault("notices", []).append(round_limit_notice(max_rounds))
+            add(observation)
+            yield ObservationEvent(call, observation, duration_s)
+    yield RoundLimitReached(max_rounds)
+    yield Notice(round_limit_notice(max_rounds))
+
+
+def round_limit_notice(max_rounds: int) -> str:
+    return (
         f"Stopped after {max_rounds} rounds of tool calls without a final answer (MAX_ROUNDS={max_rounds}). "
         "Ask the model to continue, or raise the limit."
     )
-    conversation[-1].meta.setdefault("notices", []).append(notice)
-    yield RoundLimitReached(max_rounds)
-    yield Notice(notice)
 
 
 def execute_call(call: ToolCall, executor: Executor) -> Message:

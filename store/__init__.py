@@ -13,7 +13,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from store.base import Conversation, ConversationNotFound, ConversationStore, ConversationSummary, derive_title
+from store.base import (
+    Conversation,
+    ConversationNotFound,
+    ConversationStore,
+    ConversationSummary,
+    derive_title,
+    is_conversation_id,
+    new_conversation_id,
+)
 from store.draft import DraftWriter
 from store.export import from_openai_json, to_markdown, to_openai_json
 from store.images import ImageFiles
@@ -31,6 +39,8 @@ __all__ = [
     "DraftWriter",
     "derive_title",
     "from_openai_json",
+    "is_conversation_id",
+    "new_conversation_id",
     "open_store",
     "to_markdown",
     "to_openai_json",

@@ -8,6 +8,9 @@ restarted app finds whatever was last written.
 
 from __future__ import annotations
 
+import builtins
+import re
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +18,16 @@ from typing import Any
 from glm_client.messages import Message
 
 TITLE_LENGTH = 60
+_CONVERSATION_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def new_conversation_id() -> str:
+    return uuid.uuid4().hex
+
+
+def is_conversation_id(text: str) -> bool:
+    """Whether `text` has the shape of a conversation id (it names folders: nothing else may pass)."""
+    return _CONVERSATION_ID.fullmatch(text) is not None
 
 
 class ConversationNotFound(LookupError):
@@ -48,8 +61,12 @@ class ConversationStore(ABC):
     """Where conversations live. Safe to share between threads (Streamlit sessions)."""
 
     @abstractmethod
-    def create(self, mode: str, title: str = "") -> str:
-        """Start an empty conversation; returns its id (a uuid4 hex string)."""
+    def create(self, mode: str, title: str = "", conversation_id: str | None = None) -> str:
+        """Start an empty conversation; returns its id (`conversation_id`, or a new uuid4 hex string).
+
+        A caller may choose the id beforehand (the app names a new conversation's working
+        directory before its first message is saved).
+        """
 
     @abstractmethod
     def list(self, mode: str | None = None, search: str | None = None, limit: int = 100) -> list[ConversationSummary]:
@@ -88,7 +105,7 @@ class ConversationStore(ABC):
         """Release the database connection."""
 
     def create_from(
-        self, mode: str, messages: list[Message], title: str = "", params: dict[str, Any] | None = None
+        self, mode: str, messages: builtins.list[Message], title: str = "", params: dict[str, Any] | None = None
     ) -> str:
         """A new conversation holding `messages` (an import, a copy); returns its id."""
         conversation_id = self.create(mode, title)

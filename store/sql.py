@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from abc import abstractmethod
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -17,7 +16,15 @@ from dataclasses import replace
 from typing import Any
 
 from glm_client.messages import Message
-from store.base import Conversation, ConversationNotFound, ConversationStore, ConversationSummary, title_from_text
+from store.base import (
+    Conversation,
+    ConversationNotFound,
+    ConversationStore,
+    ConversationSummary,
+    is_conversation_id,
+    new_conversation_id,
+    title_from_text,
+)
 from store.images import ImageFiles
 
 # run(sql, params) executes one statement with `?` placeholders and returns its rows ([] when none).
@@ -73,8 +80,10 @@ class SqlStore(ConversationStore):
         """A transaction, serialised with this store's other calls; commits on success."""
 
     # --- writes -----------------------------------------------------------------------
-    def create(self, mode: str, title: str = "") -> str:
-        conversation_id = uuid.uuid4().hex
+    def create(self, mode: str, title: str = "", conversation_id: str | None = None) -> str:
+        conversation_id = conversation_id or new_conversation_id()
+        if not is_conversation_id(conversation_id):
+            raise ValueError(f"A conversation id is 32 lowercase hex digits, not {conversation_id!r}.")
         title = _clean_title(title)
         with self._transaction() as run:
             now = self._now()

@@ -89,3 +89,33 @@ def test_without_an_executor_the_call_waits_for_a_hand_written_observation(scrip
     list(run_turn(scripted, conversation, None))
     assert conversation[-1].content == "Thanks, the answer is 42."
     assert scripted.requests[1][0][-1].content == "42"
+
+
+def test_each_message_is_reported_once_final_at_its_index(scripted):
+    """The save channel: every appended message is reported as it is appended and never changed after."""
+    scripted.queue(*[[TextDelta(f"round {i}. "), ToolCall("f", {"n": i})] for i in range(2)])
+    conversation = [Message.user("loop")]
+    reported: list[tuple[int, str]] = []
+
+    def on_message(index: int, message: Message) -> None:
+        assert conversation[index] is message  # appended before it is reported
+        reported.append((index, repr(message)))  # a snapshot: a later change would show below
+
+    events = list(run_turn(scripted, conversation, echo_executor, max_rounds=2, on_message=on_message))
+    assert [index for index, _ in reported] == [1, 2, 3, 4]
+    assert [snapshot for _, snapshot in reported] == [repr(message) for message in conversation[1:]]
+    # The round limit is on the last observation as it was reported, not added to it afterwards.
+    assert conversation[-1].meta["notices"] == [events[-1].message]
+    assert all(isinstance(conversation[i].meta["duration_s"], float) for i in (2, 4))
+
+
+def test_closing_a_turn_mid_reply_reports_the_partial_reply(scripted):
+    """The page closes the turn when the user stops or clicks: the text so far is reported, marked."""
+    scripted.queue([TextDelta("Hello"), TextDelta(" there"), TextDelta(" friend")])
+    conversation = [Message.user("hi")]
+    reported: list[tuple[int, Message]] = []
+    turn = run_turn(scripted, conversation, on_message=lambda index, message: reported.append((index, message)))
+    assert [next(turn), next(turn)] == [TextDelta("Hello"), TextDelta(" there")]
+    turn.close()
+    ((index, message),) = reported
+    assert index == 1 and message.content == "Hello there" and message.meta["interrupted"] is True

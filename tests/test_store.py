@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from glm_client.messages import INTERPRETER, Message, ToolCall
-from store import ConversationNotFound, ConversationStore, DraftWriter, open_store
+from store import ConversationNotFound, ConversationStore, DraftWriter, new_conversation_id, open_store
 
 
 def png(red: int, green: int = 0, blue: int = 0) -> bytes:
@@ -341,3 +341,11 @@ def test_unreachable_postgres_is_one_clear_error(tmp_path: Path) -> None:
     pytest.importorskip("psycopg", reason="the psycopg package is not installed")
     with pytest.raises(ConnectionError, match="Cannot connect to the PostgreSQL database in DATABASE_URL"):
         open_store("postgresql://nobody@127.0.0.1:1/none?connect_timeout=3", tmp_path)
+
+
+def test_a_conversation_can_be_created_under_an_id_chosen_beforehand(store: ConversationStore) -> None:
+    chosen = new_conversation_id()
+    assert store.create("code_interpreter", conversation_id=chosen) == chosen
+    assert store.load(chosen).mode == "code_interpreter"
+    with pytest.raises(ValueError, match="32 lowercase hex digits"):
+        store.create("chat", conversation_id="../elsewhere")

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.access import require_password
+from ui.access import password_entered, require_password
 
 st.set_page_config(page_title="GLM Workbench", page_icon="🧪", layout="wide")
-require_password()
 
 pages = [
     st.Page("modes/chat.py", title="Chat", icon="💬", default=True),
     st.Page("modes/tool.py", title="Tool", icon="🛠️"),
     st.Page("modes/code_interpreter.py", title="Code Interpreter", icon="🧑‍💻"),
 ]
-navigation = st.navigation(pages)
+# Navigation first, hidden until the password is in: it resolves the page the URL asks for, so
+# logging in from /code_interpreter lands there. Nothing of a page runs before the gate.
+navigation = st.navigation(pages, position="sidebar" if password_entered() else "hidden")
+require_password()
 st.sidebar.caption("GLM Workbench · models run on this machine")
 navigation.run()

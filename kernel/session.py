@@ -99,6 +99,7 @@ class KernelSession:
         self._closed = False
         self._restart_requested = False
         self._generation = 0  # bumped on every launch, so a restart is never done twice
+        self._ran_generation = 0  # the launch that last ran code: `holds_state`
         self._manager: KernelManager | None = None
         self._client: BlockingKernelClient | None = None
         self._runtime_dir: Path | None = None  # connection file and sockets
@@ -168,6 +169,11 @@ class KernelSession:
         return self._busy
 
     @property
+    def holds_state(self) -> bool:
+        """Whether the running kernel has run code (False after a start or restart: no variables yet)."""
+        return self._ran_generation == self._generation and self._generation > 0
+
+    @property
     def cwd(self) -> str:
         """The working directory as the code sees it: /mnt/data in a sandbox, the host path otherwise."""
         return MOUNT_POINT if self.sandbox.sandboxed else str(self.workdir)
@@ -225,6 +231,7 @@ class KernelSession:
         if revived is not None:
             collector.add_note(revived)
         assert self._client is not None
+        self._ran_generation = self._generation
         started = time.monotonic()
         self._drain_shell_replies()
         msg_id = self._client.execute(code, allow_stdin=False, stop_on_error=False)

@@ -1,25 +1,22 @@
-"""Code Interpreter mode: the model writes Python, a kernel of this browser session runs it."""
+"""Code Interpreter mode: the model writes Python, a kernel of this conversation runs it."""
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from pathlib import Path
 
 import streamlit as st
 
-from glm_client import Message
 from glm_client.agent import run_turn
 from glm_client.dialects.base import INTERPRETER_TOOL
-from kernel import KernelSession, KernelUnavailable, shutdown_idle
+from kernel import KernelSession, shutdown_idle
 from kernel.executor import kernel_executor
-from ui import state
-from ui.conversation import CallProgress, answer, render_history
-from ui.history import history_sidebar
-from ui.model import get_client, settings
+from sandbox.bwrap import MOUNT_POINT
+from sandbox.policy import configured_sandbox
+from ui.conversation import CallProgress
+from ui.kernels import session_kernel_slot
+from ui.model import settings
+from ui.page import ModePage
 from ui.render import safe_label, safe_markdown
-from ui.sidebar import model_facts, sampling_controls
-from ui.workspace import session_workdir
 
 MODE = "code_interpreter"
 IDLE_KERNEL_S = 30 * 60  # a kernel unused this long is shut down; the next run starts a fresh one
@@ -29,40 +26,26 @@ SYSTEM_PROMPT_TEMPLATE = (
     "You are a helpful assistant that solves tasks by writing Python code. "
     "Write the code in one ```python block; it runs in a Jupyter kernel and you will see its output "
     "(text, tables; plots appear to the user as [Image]). numpy, pandas and matplotlib are installed. "
-    "Files are in {cwd}, the current working directory: the user's uploads are there; save new files there. "
+    "Files are in {cwd}: the user's uploads are there; save new files there. "
     "There is no internet access. When you have the result, answer in words."
 )
 
 
-def prewarm(kernel: KernelSession) -> None:
-    with contextlib.suppress(KernelUnavailable):  # the first run reports it, in words
-        kernel.start()
-
-
-def start_kernel() -> KernelSession:
-    kernel = KernelSession(session_workdir(), memory_limit_bytes=settings().kernel_memory_mb * 1024 * 1024)
-    # Pre-warm: the kernel starts while the page draws, so the first run does not wait for it.
-    threading.Thread(target=prewarm, args=(kernel,), daemon=True).start()
-    return kernel
-
-
-@st.cache_resource(
-    scope="session",
-    show_spinner=False,
-    validate=lambda kernel: not kernel.closed,
-    on_release=lambda kernel: kernel.shutdown(),
-)
-def session_kernel() -> KernelSession:
-    """One kernel per browser session, shut down when the session ends (or after idling)."""
-    return start_kernel()
-
-
 def kernel_sidebar(kernel: KernelSession) -> None:
     with st.sidebar.expander("Kernel", expanded=True):
-        left, right = st.columns(2)
-        if left.button("⏹ Interrupt", key="ci_interrupt", help="Stop the running code (KeyboardInterrupt)"):
-            kernel.interrupt()
-        if right.button("🔄 Restart", key="ci_restart", help="Fresh kernel: variables are lost, files stay"):
+        st.button(
+            "⏹ Interrupt the code",
+            key=f"{MODE}_interrupt",
+            help="Stop the running code (KeyboardInterrupt); a reply being written stops too",
+            on_click=kernel.interrupt,
+            width="stretch",
+        )
+        if st.button(
+            "🔄 Restart the kernel",
+            key=f"{MODE}_restart",
+            help="Fresh kernel: variables are lost, files stay",
+            width="stretch",
+        ):
             kernel.restart()
             st.toast("Kernel restarted.")
         st.caption(f"Working directory: `{kernel.cwd}`")
@@ -110,50 +93,53 @@ def save_uploads(kernel: KernelSession, uploads: list) -> list[str]:
     return saved
 
 
-shutdown_idle(IDLE_KERNEL_S)
-client = get_client()
-kernel = session_kernel()
-conversation = state.current(MODE)
-messages = conversation.messages
-history_sidebar(conversation)
-params = sampling_controls(MODE, {"temperature": 0.3})
-default_prompt = SYSTEM_PROMPT_TEMPLATE.format(cwd=kernel.cwd)
-system_prompt = st.sidebar.text_area("System prompt", default_prompt, height=200, key=f"{MODE}_system_prompt")
-kernel_sidebar(kernel)
-model_facts(client, messages)
+def kernel_state_notice(kernel: KernelSession, page: ModePage) -> None:
+    """Say plainly when earlier code's variables are gone (the kernel ended or restarted) and files stayed."""
+    ran_code = any(message.role == "observation" for message in page.messages)
+    if ran_code and not kernel.holds_state:
+        st.info(
+            "This conversation's earlier kernel is gone (restarted, idle too long, or the page was reloaded): "
+            "variables from earlier code were lost; files in the working directory were kept.",
+            icon="🔁",
+        )
 
-st.title("🧑‍💻 Code Interpreter")
+
+shutdown_idle(IDLE_KERNEL_S)
+# Sandboxed, the directory is /mnt/data for every conversation; otherwise the kernel starts in it.
+where = MOUNT_POINT if configured_sandbox().sandboxed else "the current working directory"
+page = ModePage(MODE, {"system_prompt": SYSTEM_PROMPT_TEMPLATE.format(cwd=where), "temperature": 0.3})
+kernel = session_kernel_slot().kernel_for(page.conversation.id)
+params = page.sidebar_settings(system_prompt_height=200)
+kernel_sidebar(kernel)
+page.keep_settings()
+
 if kernel.sandbox.mode == "refused":
     st.error(kernel.sandbox.reason, icon="⛔")
 elif not kernel.sandbox.sandboxed:
     st.warning(kernel.sandbox.reason, icon="⚠️")
-render_history(messages)
-if messages and st.button("🧹 Clear", key="ci_clear", help="Start a new conversation (this one stays in the list)"):
-    state.open_conversation(MODE, None)
-    st.rerun()
+page.show_history("🧑‍💻 Code Interpreter")
+kernel_state_notice(kernel, page)
 
-submission = st.chat_input(
-    "Ask for an analysis, a plot, a calculation… (attach files with the clip)",
-    accept_file="multiple",
-    submit_mode="stop",
-    key="ci_input",
-)
+submission = page.chat_input("Ask for an analysis, a plot, a calculation… (attach files with +)", accept_file=True)
 if submission is not None and (submission.text.strip() or submission.files):
     names = save_uploads(kernel, submission.files)
     text = submission.text.strip()
     if names:
         text += f"\n\n[Uploaded to {kernel.cwd}: " + ", ".join(names) + "]"
-    messages.append(Message.user(text.strip()))
-    state.request_answer(MODE)
-    with st.chat_message("user", avatar="🧑"):
-        st.markdown(safe_markdown(text))
+    page.add_user_message(text.strip())
 
-if state.should_answer(MODE, messages):
-    conversation.set_system_prompt(system_prompt)
-    conversation.save()
-    conversation.save_params(params)
-    progress = CallProgress()
-    executor = kernel_executor(kernel, settings().kernel_timeout_s, on_wait=progress)
-    turn = run_turn(client, messages, executor, [INTERPRETER_TOOL], max_rounds=settings().max_rounds, **params)
-    answer(conversation, turn, progress)
-    st.rerun()
+progress = CallProgress()
+executor = kernel_executor(kernel, settings().kernel_timeout_s, on_wait=progress)
+page.respond(
+    lambda on_message, cancel: run_turn(
+        page.client,
+        page.messages,
+        executor,
+        [INTERPRETER_TOOL],
+        max_rounds=settings().max_rounds,
+        cancel=cancel,
+        on_message=on_message,
+        **params,
+    ),
+    progress,
+)

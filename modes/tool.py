@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Generator
+
 import streamlit as st
 
 from glm_client import Message, ToolCall
-from glm_client.agent import run_turn
+from glm_client.agent import AgentEvent, MessageListener, run_turn
 from tools import get_tool_status, get_tools, load_tools_dir
 from tools.adhoc import EXAMPLE, parse_tool_definitions
 from tools.executor import tool_executor
 from tools.workspace import tool_workdir
 from ui import state
-from ui.conversation import answer, call_title, render_history
-from ui.history import history_sidebar
-from ui.model import get_client, settings
+from ui.conversation import call_title
+from ui.model import settings
+from ui.page import ModePage
 from ui.render import safe_markdown
-from ui.sidebar import model_facts, sampling_controls
-from ui.workspace import session_workdir
+from ui.workspace import conversation_workdir
 
 MODE = "tool"
 DEFAULT_SYSTEM_PROMPT = "Answer the following questions as best as you can. Use a tool when it helps."
@@ -46,15 +48,33 @@ def pending_calls(messages: list[Message]) -> list[ToolCall]:
     return [call for call in messages[-1].tool_calls if not call.parse_error]
 
 
-client = get_client()
-conversation = state.current(MODE)
-messages = conversation.messages
-history_sidebar(conversation)
-params = sampling_controls(MODE, {"temperature": 0.2})  # tool calls are more reliable at low temperature
-system_prompt = st.sidebar.text_area("System prompt", DEFAULT_SYSTEM_PROMPT, key=f"{MODE}_system_prompt")
-manual = st.sidebar.toggle("Manual mode", key="tool_manual", help="Describe tools yourself and type their results")
+def mark_unanswered(page: ModePage) -> None:
+    """Manual mode: a new message leaves no call without a result (a template would reject the history)."""
+    for call in pending_calls(page.messages):
+        page.conversation.add(
+            Message.observation(
+                "No result was given: the user wrote a new message instead.",
+                name=call.name,
+                tool_call_id=call.id,
+                is_error=True,
+            )
+        )
+
+
+page = ModePage(
+    MODE,
+    {
+        "system_prompt": DEFAULT_SYSTEM_PROMPT,
+        "temperature": 0.2,  # tool calls are more reliable at low temperature
+        "manual": False,
+        "definitions": EXAMPLE,
+        "force": None,
+    },
+)
+params = page.sidebar_settings()
+manual = st.sidebar.toggle("Manual mode", key=page.key("manual"), help="Describe tools yourself and type their results")
 if manual:
-    definitions = st.sidebar.text_area("Tool definitions (YAML or JSON)", EXAMPLE, height=260, key="tool_definitions")
+    definitions = st.sidebar.text_area("Tool definitions (YAML or JSON)", height=260, key=page.key("definitions"))
     try:
         tools = parse_tool_definitions(definitions)
     except ValueError as error:
@@ -66,49 +86,52 @@ else:
     tools = get_tools()
     executor = tool_executor()
 names = [tool["function"]["name"] for tool in tools]
-choice = st.sidebar.selectbox(
+choices = [None, "any", *names]
+if page.setting("force") not in choices:  # saved with a tool that is not offered now
+    st.session_state[page.key("force")] = None
+force_tool = st.sidebar.selectbox(
     "Force a tool call",
-    ["no (model decides)", "any tool", *names],
-    key="tool_force",
+    choices,
+    format_func=lambda choice: {None: "no (model decides)", "any": "any tool"}.get(choice, choice),
+    key=page.key("force"),
     help="Constrained decoding makes the model's first reply a schema-valid call",
 )
-force_tool = {"no (model decides)": None, "any tool": "any"}.get(choice, choice)
-model_facts(client, messages)
+page.keep_settings()
 
-st.title("🛠️ Tool")
+page.show_history("🛠️ Tool")
 st.caption(safe_markdown(f"{len(tools)} tool(s) offered: " + (", ".join(f"`{name}`" for name in names) or "none")))
-render_history(messages)
 
-if messages and st.button("🧹 Clear", key="tool_clear", help="Start a new conversation (this one stays in the list)"):
-    state.open_conversation(MODE, None)
-    st.rerun()
-
-answer_pending = False
-pending = pending_calls(messages) if manual else []
+pending = pending_calls(page.messages) if manual else []
 if pending:
-    with st.form("manual_observations"):
+    with st.form(page.key("observations")):
         st.markdown("**The model is waiting for tool results.** Type what each call returned:")
-        results = {call.id: st.text_area(call_title(call), key=f"observation_{call.id}") for call in pending}
-        answer_pending = st.form_submit_button("Send results")
-    if answer_pending:
-        for call in pending:
-            messages.append(Message.observation(results[call.id], name=call.name, tool_call_id=call.id))
+        results = {call.id: st.text_area(call_title(call), key=page.key(f"observation_{call.id}")) for call in pending}
+        if st.form_submit_button("Send results"):
+            for call in pending:
+                page.conversation.add(Message.observation(results[call.id], name=call.name, tool_call_id=call.id))
+            state.request_answer(MODE)
 
-prompt = st.chat_input("Ask something that needs a tool", submit_mode="stop", key="tool_input")
+prompt = page.chat_input("Ask something that needs a tool")
 if prompt is not None and prompt.strip():
-    messages.append(Message.user(prompt))
-    state.request_answer(MODE)
-    with st.chat_message("user", avatar="🧑"):
-        st.markdown(safe_markdown(prompt))
+    mark_unanswered(page)
+    page.add_user_message(prompt)
 
-if answer_pending or state.should_answer(MODE, messages):
-    conversation.set_system_prompt(system_prompt)
-    conversation.save()
-    conversation.save_params({**params, "force_tool": force_tool, "manual": manual})
-    extra = {"force_tool": force_tool} if force_tool and messages[-1].role == "user" else {}
-    with tool_workdir(session_workdir()):  # the shell tool works in this session's directory
-        answer(
-            conversation,
-            run_turn(client, messages, executor, tools, max_rounds=settings().max_rounds, **params, **extra),
+
+def start_turn(on_message: MessageListener, cancel: threading.Event) -> Generator[AgentEvent, None, None]:
+    # The forced call is the answer to a user message, not to tool results.
+    forced = {"force_tool": force_tool} if force_tool and page.messages[-1].role == "user" else {}
+    with tool_workdir(conversation_workdir(page.conversation.id)):  # the shell tool works in this conversation's files
+        yield from run_turn(
+            page.client,
+            page.messages,
+            executor,
+            tools,
+            max_rounds=settings().max_rounds,
+            cancel=cancel,
+            on_message=on_message,
+            **params,
+            **forced,
         )
-    st.rerun()
+
+
+page.respond(start_turn)

@@ -6,6 +6,7 @@ artifacts/screenshots/ (the README's picture is one of them).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -18,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from glm_client.testing import ScriptedClient
+
 ROOT = Path(__file__).resolve().parent.parent
-AVATAR = "🤖"
+AVATAR = "smart_toy"  # the assistant's avatar is a Material icon: its text is the icon's name
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM_ARGS = [
@@ -117,6 +120,10 @@ def assistant_text(page) -> str:
     return messages.nth(messages.count() - 1).inner_text() if messages.count() >= 2 else ""
 
 
+def stop_button(page):
+    return page.get_by_role("button", name="⏹ Stop")
+
+
 def reopened_text(page, timeout_s: float = 30.0) -> str:
     """The last reply of a reopened conversation, once drawn: its bubble (the avatar) may appear before its text."""
     page.get_by_test_id("stChatMessage").nth(1).wait_for()
@@ -146,7 +153,7 @@ def test_chat_streams_a_reply_and_the_conversation_survives_a_reload(page, tmp_p
         while time.monotonic() < deadline:
             text = assistant_text(page)
             lengths.append(len(text))
-            finished = text.strip() and "▌" not in text and page.get_by_test_id("stChatInputTextArea").is_enabled()
+            finished = text.strip() and "▌" not in text and stop_button(page).count() == 0
             if finished and "?c=" in page.url:
                 break
             time.sleep(0.1)
@@ -317,3 +324,163 @@ def test_a_reply_with_remote_images_makes_the_browser_fetch_nothing(page, tmp_pa
                 app.stop()
     finally:
         images.close()
+
+
+# -- The conversation lifecycle: stop, regenerate, switch, reload, files and kernels -------------
+
+
+class SlowScriptedClient(ScriptedClient):
+    """A ScriptedClient whose replies stream slowly enough to click while they do."""
+
+    def stream(self, *args, **kwargs):
+        for event in super().stream(*args, **kwargs):
+            time.sleep(0.03)
+            yield event
+
+
+def story(name: str) -> str:
+    return f"{name} begins. " + " ".join(f"{name}{i}" for i in range(200)) + " The end."
+
+
+def stored_conversations(data_dir: Path) -> list:
+    from store import open_store
+
+    store = open_store(None, data_dir)
+    try:
+        return [store.load(summary.id) for summary in store.list()]
+    finally:
+        store.close()
+
+
+def last_reply_markdown(page) -> str:
+    bubble = page.get_by_test_id("stChatMessage").last
+    return bubble.get_by_test_id("stMarkdownContainer").first.inner_text()
+
+
+def wait_until(condition, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the page never got there")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def scripted_app(tmp_path):
+    """start(replies) runs the app on a slow scripted model served over real HTTP; returns (app, model)."""
+    from glm_client.server import create_app, serve_in_thread
+
+    with contextlib.ExitStack() as stack:
+
+        def start(replies: list) -> tuple[App, SlowScriptedClient]:
+            model = SlowScriptedClient(replies)
+            base_url = stack.enter_context(serve_in_thread(create_app(model)))
+            app = App(tmp_path / "data", {"OPENAI_BASE_URL": f"{base_url}/v1"}).start()
+            stack.callback(app.stop)
+            return app, model
+
+        yield start
+
+
+def test_stop_then_regenerate_then_switch_keeps_exactly_one_marked_reply(page, scripted_app, tmp_path):
+    app, model = scripted_app([story("first"), story("second")])
+    page.goto(app.url)
+    send(page, "Tell me a story")
+    page.get_by_text("first5").wait_for()
+    stop_button(page).click()
+    page.get_by_text("Stopped before the reply was finished.").wait_for()
+    page.get_by_role("button", name="🔄 Regenerate").wait_for()  # drawn at once, not after another click
+    shown = last_reply_markdown(page)
+    assert "▌" not in shown and shown.startswith("first begins.")
+    (conversation,) = stored_conversations(tmp_path / "data")
+    assert [m.role for m in conversation.messages] == ["system", "user", "assistant"]
+    saved = conversation.messages[-1]
+    assert saved.meta["interrupted"] is True
+    assert saved.content.startswith(shown.strip()) and len(saved.content) >= len(shown.strip())
+
+    page.get_by_role("button", name="🔄 Regenerate").click()
+    page.get_by_text("second5").wait_for()
+    assert stop_button(page).is_visible()  # a regenerated reply can be stopped too
+    assert page.get_by_role("button", name="🔄 Regenerate").count() == 0  # no controls above a streaming reply
+    page.get_by_role("button", name="➕ New conversation").click()
+    wait_until(lambda: page.get_by_test_id("stChatMessage").count() == 0)
+    time.sleep(1.5)  # time for a wrongly restarted turn to show up
+    (conversation,) = stored_conversations(tmp_path / "data")
+    assert [m.role for m in conversation.messages] == ["system", "user", "assistant"]
+    assert conversation.messages[-1].content.startswith("second begins.")
+    assert conversation.messages[-1].meta["interrupted"] is True
+    assert len(model.requests) == 2
+
+
+def test_a_reload_restores_the_conversations_settings(page, scripted_app, tmp_path):
+    app, model = scripted_app(["Bonjour !", "Ça va."])
+    page.goto(app.url)
+    prompt = page.get_by_label("System prompt")
+    prompt.fill("Always answer in French.")
+    prompt.press("Tab")  # a text area commits on blur
+    page.get_by_text("Sampling").click()
+    for name in ("Temperature (0 = greedy)", "Max new tokens"):
+        page.get_by_test_id("stSlider").filter(has_text=name).get_by_role("slider").press("Home")
+    send(page, "Hello")
+    page.get_by_text("Bonjour !").wait_for()
+    wait_until(lambda: "?c=" in page.url and stop_button(page).count() == 0)
+
+    page.reload()
+    page.get_by_text("Bonjour !").wait_for()
+    assert page.get_by_label("System prompt").input_value() == "Always answer in French."
+    page.get_by_text("Sampling").click()
+    values = [
+        page.get_by_test_id("stSlider").filter(has_text=name).get_by_test_id("stSliderThumbValue").inner_text()
+        for name in ("Temperature (0 = greedy)", "Max new tokens")
+    ]
+    assert values == ["0.00", "16"]
+    send(page, "How are you?")
+    page.get_by_text("Ça va.").wait_for()
+    messages, _, params = model.requests[-1]
+    assert messages[0].content == "Always answer in French."
+    assert params["temperature"] == 0.0 and params["max_new_tokens"] == 16
+
+
+def test_files_survive_a_reload_and_a_new_conversation_gets_a_clean_kernel(page, scripted_app, tmp_path):
+    from glm_client import INTERPRETER, ToolCall
+
+    read_it = "x = 41\nprint(open('sales.csv').read().strip())"
+    app, model = scripted_app(
+        [
+            [ToolCall(INTERPRETER, {"code": read_it})],
+            "Read the sales.",
+            [ToolCall(INTERPRETER, {"code": "print(x)"})],
+            "There is no x.",
+            story("long"),
+        ]
+    )
+    upload = tmp_path / "sales.csv"
+    upload.write_text("month,total\njan,10\n")
+    page.goto(f"{app.url}/code_interpreter")
+    page.locator("[data-testid='stChatInput'] input[type='file']").set_input_files(str(upload))
+    page.get_by_test_id("stChatInput").get_by_text("sales.csv").wait_for()
+    send(page, "Read my file")
+    page.get_by_text("Read the sales.").wait_for()
+    wait_until(lambda: "?c=" in page.url and stop_button(page).count() == 0)
+
+    page.reload()  # a new browser session: the files are the conversation's, not the session's
+    page.get_by_role("button", name="⬇️ sales.csv").wait_for()
+    page.get_by_text("variables from earlier code were lost; files in the working directory were kept").wait_for()
+
+    page.get_by_role("button", name="➕ New conversation").click()
+    wait_until(lambda: page.get_by_test_id("stChatMessage").count() == 0)
+    assert page.get_by_role("button", name="⬇️ sales.csv").count() == 0
+    send(page, "Print x")
+    page.get_by_text("There is no x.").wait_for()
+    assert "NameError: name 'x' is not defined" in model.requests[3][0][-1].content
+
+    # Interrupt while the model writes: the turn ends once, kept and marked, and does not restart.
+    send(page, "Tell me a long story")
+    page.get_by_text("long5").wait_for()
+    page.get_by_role("button", name="⏹ Interrupt the code").click()
+    wait_until(lambda: stop_button(page).count() == 0)
+    time.sleep(1.5)
+    assert len(model.requests) == 5
+    (second,) = [c for c in stored_conversations(tmp_path / "data") if c.messages[1].content == "Print x"]
+    assert [m.role for m in second.messages][-2:] == ["user", "assistant"]
+    assert second.messages[-1].meta["interrupted"] is True and second.messages[-1].content.startswith("long begins.")

@@ -36,7 +36,7 @@ def page(monkeypatch, tmp_path):
 def test_model_code_runs_and_plots_show_inline_in_order(page):
     app, client = page
     client.queue([ToolCall(INTERPRETER, {"code": PLOT})], "The plot shows squares.")
-    app.chat_input(key="ci_input").set_value("Plot some squares").run()
+    app.chat_input(key="code_interpreter_input").set_value("Plot some squares").run()
     assert not app.exception
     observation = client.requests[1][0][-1]
     assert observation.role == "observation" and observation.name == "interpreter"
@@ -52,7 +52,7 @@ def test_model_code_runs_and_plots_show_inline_in_order(page):
 def test_an_error_in_the_code_goes_back_to_the_model(page):
     app, client = page
     client.queue([ToolCall(INTERPRETER, {"code": "1/0"})], "Division by zero is undefined.")
-    app.chat_input(key="ci_input").set_value("Divide by zero").run()
+    app.chat_input(key="code_interpreter_input").set_value("Divide by zero").run()
     observation = client.requests[1][0][-1]
     assert observation.is_error and "ZeroDivisionError" in observation.content
 
@@ -60,7 +60,7 @@ def test_an_error_in_the_code_goes_back_to_the_model(page):
 def test_files_written_by_code_get_download_buttons(page):
     app, client = page
     client.queue([ToolCall(INTERPRETER, {"code": "open('report.csv', 'w').write('a,b\\n1,2\\n')"})], "Saved.")
-    app.chat_input(key="ci_input").set_value("Write a csv").run()
+    app.chat_input(key="code_interpreter_input").set_value("Write a csv").run()
     app.run()
     assert any(button.label == "⬇️ report.csv" for button in app.get("download_button"))
 
@@ -93,7 +93,7 @@ def test_a_shared_app_without_a_sandbox_refuses_the_code(monkeypatch, page, tmp_
     kernel.shutdown_all()
     try:
         client.queue([ToolCall(INTERPRETER, {"code": "open('ran.txt', 'w').write('1')"})], "It did not run.")
-        app.chat_input(key="ci_input").set_value("Write a file").run()
+        app.chat_input(key="code_interpreter_input").set_value("Write a file").run()
     finally:
         sandbox.policy.bwrap_problem.cache_clear()
     assert "APP_PASSWORD is set" in app.error[0].value
@@ -106,8 +106,41 @@ def test_same_named_files_in_two_folders_get_a_button_each(page):
     app, client = page
     code = "import os\nfor d in ('a', 'b'):\n    os.makedirs(d, exist_ok=True)\n    open(f'{d}/x.txt', 'w').write(d)"
     client.queue([ToolCall(INTERPRETER, {"code": code})], "Written.")
-    app.chat_input(key="ci_input").set_value("Write two files").run()
+    app.chat_input(key="code_interpreter_input").set_value("Write two files").run()
     app.run()
     assert not app.exception
     labels = sorted(button.label for button in app.get("download_button") if "x.txt" in button.label)
     assert labels == ["⬇️ a/x.txt", "⬇️ b/x.txt"]
+
+
+def test_each_conversation_has_its_own_kernel_and_keeps_its_files(page, tmp_path):
+    app, client = page
+    code = "x = 41\nopen('notes.txt', 'w').write('kept')"
+    client.queue([ToolCall(INTERPRETER, {"code": code})], "Set.")
+    app.chat_input(key="code_interpreter_input").set_value("Set x").run()
+    first_id = app.query_params["c"]
+    assert (tmp_path / "workspaces" / first_id / "notes.txt").read_text() == "kept"
+
+    app.sidebar.button(key="code_interpreter_new").click().run()
+    client.queue([ToolCall(INTERPRETER, {"code": "print(x)"})], "No x here.")
+    app.chat_input(key="code_interpreter_input").set_value("Print x").run()
+    observation = client.requests[-1][0][-1]
+    assert observation.is_error and "NameError: name 'x' is not defined" in observation.content
+    assert not any("notes.txt" in button.label for button in app.get("download_button"))
+
+    app.sidebar.button(key=f"code_interpreter_open_{first_id}").click().run()
+    assert [info.value for info in app.info] == [
+        "This conversation's earlier kernel is gone (restarted, idle too long, or the page was reloaded): "
+        "variables from earlier code were lost; files in the working directory were kept."
+    ]
+    assert any(button.label == "⬇️ notes.txt" for button in app.get("download_button"))
+
+
+def test_deleting_a_conversation_removes_its_files(page, tmp_path):
+    app, client = page
+    client.queue([ToolCall(INTERPRETER, {"code": "open('data.txt', 'w').write('1')"})], "Saved.")
+    app.chat_input(key="code_interpreter_input").set_value("Write a file").run()
+    workdir = tmp_path / "workspaces" / app.query_params["c"]
+    assert (workdir / "data.txt").exists()
+    app.sidebar.button(key="code_interpreter_delete").click().run()
+    assert not workdir.exists()

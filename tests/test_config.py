@@ -165,7 +165,7 @@ def test_code_defaults_are_the_settings_defaults() -> None:
 
 def test_sidebar_sliders_start_at_the_generation_defaults() -> None:
     pytest.importorskip("streamlit")
-    from ui.sidebar import DEFAULTS
+    from ui.sidebar import SAMPLING_DEFAULTS as DEFAULTS
 
     params = GenerationParams(**DEFAULTS)
     assert params == GenerationParams()

@@ -64,11 +64,12 @@ def test_the_sidebar_lists_searches_and_opens_past_conversations(client):
     app.chat_input(key="chat_input").set_value("Tell me about cats").run()
     app.sidebar.button(key="chat_new").click().run()
     app.chat_input(key="chat_input").set_value("Tell me about dogs").run()
-    titles = [b.label for b in app.sidebar.button if b.key.startswith("chat_open_")]
-    assert titles == ["▶ Tell me about dogs", "Tell me about cats"]
+    listed = [(b.label.split(" · ", 1)[1], b.proto.type) for b in app.sidebar.button if b.key.startswith("chat_open_")]
+    assert listed == [("Tell me about dogs", "primary"), ("Tell me about cats", "secondary")]  # the open one stands out
+    assert [caption.value for caption in app.sidebar.caption][:1] == ["Today"]
     app.sidebar.text_input(key="chat_search").input("cats").run()
     matches = [b for b in app.sidebar.button if b.key.startswith("chat_open_")]
-    assert [b.label for b in matches] == ["Tell me about cats"]
+    assert [b.label.split(" · ", 1)[1] for b in matches] == ["Tell me about cats"]
     matches[0].click().run()
     assert bubbles(app) == ["Tell me about cats", "about cats"]
 
@@ -80,8 +81,10 @@ def test_rename_export_and_delete(client):
     (summary,) = ui.state.conversation_store().list("chat")
     app.sidebar.text_input(key=f"chat_title_{summary.id}").input("Greetings").run()
     assert ui.state.conversation_store().load(summary.id).title == "Greetings"
+    (listed,) = [b.label for b in app.sidebar.button if b.key.startswith("chat_open_")]
+    assert listed.endswith(" · Greetings")  # at once, not after the next click
     labels = [button.label for button in app.get("download_button")]
-    assert labels == ["⬇️ Markdown", "⬇️ JSON"]
+    assert labels == ["⬇️ Export as Markdown", "⬇️ Export as JSON"]
     app.sidebar.button(key="chat_delete").click().run()
     assert ui.state.conversation_store().list("chat") == []
     assert bubbles(app) == []

@@ -60,7 +60,7 @@ def test_manual_mode_waits_for_a_typed_observation(page):
     app.chat_input(key="tool_input").set_value("Weather in Paris?").run()
     assert client.requests[0][1][0]["function"]["name"] == "get_current_weather"
     assert len(client.requests) == 1  # waiting for the human
-    form_area = next(area for area in app.text_area if area.key.startswith("observation_"))
+    form_area = next(area for area in app.text_area if area.key.startswith("tool_observation_"))
     form_area.input("21 °C, sunny")
     next(button for button in app.button if button.label == "Send results").click().run()
     assert not app.exception

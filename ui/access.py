@@ -60,10 +60,15 @@ def client_address() -> str:
     return st.context.ip_address or "unknown"
 
 
+def password_entered() -> bool:
+    """Whether this browser session may use the app (no APP_PASSWORD, or it was entered)."""
+    return not settings().app_password or bool(st.session_state.get("authenticated"))
+
+
 def require_password() -> None:
     """Stop the page unless this browser session has entered APP_PASSWORD."""
     password = settings().app_password
-    if not password or st.session_state.get("authenticated"):
+    if password_entered():
         return
     st.title("🔒 GLM Workbench")
     with st.form("login"):

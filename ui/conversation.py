@@ -10,14 +10,15 @@ checked (store.images.image_problem) before st.image decodes them.
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import streamlit as st
 
 from glm_client import Done, Message, Notice, TextDelta, ToolCall, ToolCallStart
-from glm_client.agent import AgentEvent, ObservationEvent, RoundLimitReached
+from glm_client.agent import AgentEvent, MessageListener, ObservationEvent, RoundLimitReached
 from glm_client.messages import IMAGE_PLACEHOLDER
 from store import DraftWriter
 from store.images import image_problem
@@ -25,7 +26,12 @@ from ui.render import safe_label, safe_markdown
 from ui.state import OpenConversation
 
 CURSOR = "▌"
-AVATARS = {"user": "🧑", "assistant": "🤖"}
+# Material icons: they render the same in every browser (an emoji avatar may fall back to a
+# small monochrome glyph where the system has no colour emoji font).
+AVATARS = {"user": ":material/person:", "assistant": ":material/smart_toy:"}
+
+# Starts a turn that reports each final message to the listener and stops when the event is set.
+StartTurn = Callable[[MessageListener, threading.Event], Generator[AgentEvent, None, None]]
 
 
 def render_history(conversation: list[Message]) -> None:
@@ -63,7 +69,9 @@ def render_assistant(message: Message) -> None:
 
 
 def render_observation(message: Message) -> None:
-    label = safe_label(f"{'❌' if message.is_error else '📤'} Result of `{message.name or 'call'}`")
+    duration = message.meta.get("duration_s")
+    took = f" · {duration:.2f} s" if isinstance(duration, int | float) else ""
+    label = safe_label(f"{'❌' if message.is_error else '📤'} Result of `{message.name or 'call'}`{took}")
     with st.expander(label, expanded=bool(message.images)):
         render_observation_body(message)
 
@@ -148,15 +156,18 @@ def stream_turn(
     events: Iterator[AgentEvent],
     progress: CallProgress | None = None,
     on_text: Callable[[str], None] | None = None,
-    on_observation: Callable[[], None] | None = None,
+    stop_key: str = "stop",
 ) -> None:
-    """Render one agent turn live inside an assistant bubble.
+    """Render one agent turn live inside an assistant bubble, with a Stop button under it.
 
-    `on_text(reply_so_far)` follows the streamed text (to save drafts);
-    `on_observation()` runs after each executed call (to save the finished round).
+    `on_text(reply_so_far)` follows the streamed text (to save drafts). Clicking Stop, like
+    any other widget, makes Streamlit end this run at its next redraw and start the next.
     """
-    with st.chat_message("assistant", avatar=AVATARS["assistant"]):
+    bubble = st.chat_message("assistant", avatar=AVATARS["assistant"])
+    st.button("⏹ Stop", key=stop_key, help="Stop the reply here; what it wrote so far is kept")
+    with bubble:
         text_box = st.empty()
+        st.empty()  # takes the place of the old reply's caption, so no stale "Stopped" shows under this one
         text = ""
         status = None
         next_draw = 0.0
@@ -198,8 +209,6 @@ def stream_turn(
                 status = None
                 text = ""
                 text_box = st.empty()  # the next round writes below the call
-                if on_observation is not None:
-                    on_observation()
             elif isinstance(event, Notice):
                 st.info(safe_markdown(event.message), icon="ℹ️")
             elif isinstance(event, RoundLimitReached):
@@ -212,22 +221,31 @@ def stream_turn(
                     st.caption("✂️ The reply reached the max-new-tokens limit.")
 
 
-def answer(conversation: OpenConversation, events: Iterator[AgentEvent], progress: CallProgress | None = None) -> None:
-    """Stream a turn into the page and into the store: drafts while text streams, each
-    finished message as it completes, and whatever exists when the user stops."""
-    drafts: list[DraftWriter | None] = [None]
+def answer(
+    conversation: OpenConversation, start_turn: StartTurn, progress: CallProgress | None = None, stop_key: str = "stop"
+) -> None:
+    """Stream one turn into the page and the store: drafts while text streams, and each
+    message once the turn reports it final.
+
+    This run owns the turn. Whatever ends the run early (Stop, another click, a new message,
+    switching conversation) ends the turn here, before the next run starts: the model is
+    cancelled and the partial reply, with every token received, is saved marked as stopped.
+    """
+    drafts: list[DraftWriter] = []
 
     def save_draft(text: str) -> None:
-        if drafts[0] is None:
-            drafts[0] = conversation.draft_writer()
-        if drafts[0] is not None:
-            drafts[0].update(Message.assistant(text))
+        if not drafts:
+            drafts.append(conversation.draft_writer())
+        drafts[0].update(Message.assistant(text))
 
-    def save_round() -> None:
-        conversation.save()
-        drafts[0] = None  # the next reply goes to the next position
+    def save_message(index: int, message: Message) -> None:
+        conversation.save_message(index, message)
+        drafts.clear()  # the next reply goes to the next position
 
+    cancel = threading.Event()
+    events = start_turn(save_message, cancel)
     try:
-        stream_turn(events, progress, on_text=save_draft, on_observation=save_round)
+        stream_turn(events, progress, on_text=save_draft, stop_key=stop_key)
     finally:
-        conversation.save()
+        cancel.set()
+        events.close()  # run_turn appends and reports the partial reply now

@@ -11,7 +11,7 @@ from ui.render import safe_markdown
 
 # The sliders start at GenerationParams' defaults, the one place they are written.
 _PARAMS = GenerationParams()
-DEFAULTS: dict[str, Any] = {
+SAMPLING_DEFAULTS: dict[str, Any] = {
     "temperature": _PARAMS.temperature,
     "top_p": _PARAMS.top_p,
     "max_new_tokens": _PARAMS.max_new_tokens,
@@ -19,20 +19,13 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def sampling_controls(mode: str, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Sliders for one mode (each mode keeps its own values); returns the generation params."""
-    values = {**DEFAULTS, **(defaults or {})}
+def sampling_controls(mode: str) -> dict[str, Any]:
+    """Sliders for one mode, their values set beforehand in session state (ui.page); returns the generation params."""
     with st.sidebar.expander("Sampling", expanded=False):
-        temperature = st.slider(
-            "Temperature (0 = greedy)", 0.0, 1.5, values["temperature"], 0.05, key=f"{mode}_temperature"
-        )
-        top_p = st.slider("Top p", 0.05, 1.0, values["top_p"], 0.05, key=f"{mode}_top_p")
-        max_new_tokens = st.slider(
-            "Max new tokens", 16, 4096, values["max_new_tokens"], 16, key=f"{mode}_max_new_tokens"
-        )
-        repetition_penalty = st.slider(
-            "Repetition penalty", 1.0, 1.5, values["repetition_penalty"], 0.01, key=f"{mode}_repetition_penalty"
-        )
+        temperature = st.slider("Temperature (0 = greedy)", 0.0, 1.5, step=0.05, key=f"{mode}_temperature")
+        top_p = st.slider("Top p", 0.05, 1.0, step=0.05, key=f"{mode}_top_p")
+        max_new_tokens = st.slider("Max new tokens", 16, 4096, step=16, key=f"{mode}_max_new_tokens")
+        repetition_penalty = st.slider("Repetition penalty", 1.0, 1.5, step=0.01, key=f"{mode}_repetition_penalty")
     return {
         "temperature": temperature,
         "top_p": top_p,

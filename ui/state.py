@@ -2,7 +2,13 @@
 
 A browser session holds one open conversation per mode; its id is in the URL
 (`?c=…`), so a reload, or a restart of the app, opens the same conversation again.
-Nothing is written until the first message: opening a page creates no empty rows.
+A new conversation has its id from the start (its working directory is named after it),
+but nothing is written until its first message: opening a page creates no empty rows.
+
+Each message is written once it is final, at its own position: the user's when it is
+sent, a turn's as the turn reports them (`save_message`), so what is saved never
+depends on the order things are appended in. The sidebar's settings are saved with
+the conversation whenever they change (`keep_settings`).
 """
 
 from __future__ import annotations
@@ -13,10 +19,11 @@ from typing import Any
 import streamlit as st
 
 from glm_client import Message
-from store import ConversationStore, DraftWriter, open_store
+from store import ConversationStore, DraftWriter, is_conversation_id, new_conversation_id, open_store
 from ui.model import settings
 
 QUERY_KEY = "c"
+MODE_TITLES = {"chat": "Chat", "tool": "Tool", "code_interpreter": "Code Interpreter"}
 
 
 @st.cache_resource(show_spinner=False)
@@ -29,48 +36,83 @@ def conversation_store() -> ConversationStore:
 @dataclass
 class OpenConversation:
     mode: str
-    id: str | None = None
+    id: str = field(default_factory=new_conversation_id)
     messages: list[Message] = field(default_factory=list)
-    saved: int = 0  # messages[:saved] are in the store as they are now
+    params: dict[str, Any] = field(default_factory=dict)  # the settings it was last saved with
+    stored: bool = False  # whether the store has a row for it yet
 
-    def save(self) -> None:
-        """Write what changed: new messages, and the last saved one (its meta may have grown)."""
-        if not self.messages:
-            return
+    def _ensure_stored(self) -> ConversationStore:
         store = conversation_store()
-        if self.id is None:
-            self.id = store.create(self.mode)
+        if not self.stored:
+            store.create(self.mode, conversation_id=self.id)
+            if self.params:
+                store.set_params(self.id, self.params)
+            self.stored = True
             st.query_params[QUERY_KEY] = self.id
-        for index in range(max(self.saved - 1, 0), len(self.messages)):
-            store.put_message(self.id, index, self.messages[index])
-        if self.saved == 0:  # a full rewrite: drop rows beyond the end (e.g. a removed system prompt)
-            store.truncate(self.id, len(self.messages))
-        self.saved = len(self.messages)
+        return store
 
-    def set_system_prompt(self, text: str) -> None:
-        """Keep the sidebar's system prompt as the first message (none when blank)."""
+    def add(self, message: Message) -> None:
+        """Append a finished message (the user's, a typed tool result) and save it.
+
+        The first message brings the settings' system prompt in before it.
+        """
+        first = not self.messages
+        self.messages.append(message)
+        if first and self.set_system_prompt(self.params.get("system_prompt", "")):
+            self.save_all()
+        else:
+            self.save_message(len(self.messages) - 1, message)
+
+    def save_message(self, index: int, message: Message) -> None:
+        """Save the message at `index` as it is now: run_turn's `on_message` for a turn's messages."""
+        self._ensure_stored().put_message(self.id, index, message)
+
+    def save_all(self) -> None:
+        """Rewrite every message (positions shifted: a system prompt added or removed)."""
+        store = self._ensure_stored()
+        for index, message in enumerate(self.messages):
+            store.put_message(self.id, index, message)
+        store.truncate(self.id, len(self.messages))
+
+    def draft_writer(self) -> DraftWriter:
+        """Saves the reply being streamed, at the position it will have, so a crash keeps it."""
+        return DraftWriter(self._ensure_stored(), self.id, len(self.messages))
+
+    def keep_settings(self, values: dict[str, Any]) -> None:
+        """Remember the sidebar's settings, saving them when they changed (in the store once it has the conversation)."""
+        if values == self.params:
+            return
+        self.params = dict(values)
+        if self.stored:
+            conversation_store().set_params(self.id, self.params)
+        if "system_prompt" in values and self.set_system_prompt(values["system_prompt"]) and self.stored:
+            self.save_all()
+
+    def set_system_prompt(self, text: str) -> bool:
+        """Keep the system prompt as the first message (none when blank); True if the messages changed."""
         messages = self.messages
         has_system = bool(messages) and messages[0].role == "system"
-        if has_system and text.strip() == messages[0].content:
-            return
+        if not messages or (has_system and text.strip() == messages[0].content):
+            return False  # an empty conversation gets its system prompt with its first message
         if not text.strip():
             if not has_system:
-                return
+                return False
             del messages[0]
         elif has_system:
             messages[0].content = text
         else:
             messages.insert(0, Message.system(text))
-        self.saved = 0  # positions shifted or the first message changed: rewrite all
+        return True
 
-    def draft_writer(self) -> DraftWriter | None:
-        """Saves the reply being streamed (at index len(messages)) so a crash keeps it."""
-        self.save()
-        return DraftWriter(conversation_store(), self.id, len(self.messages)) if self.id else None
-
-    def save_params(self, params: dict[str, Any]) -> None:
-        if self.id is not None:
-            conversation_store().set_params(self.id, params)
+    def drop_last_reply(self) -> bool:
+        """Remove everything after the last user message, for Regenerate; False if there is none."""
+        last_user = max((index for index, message in enumerate(self.messages) if message.role == "user"), default=None)
+        if last_user is None:
+            return False
+        del self.messages[last_user + 1 :]
+        if self.stored:
+            conversation_store().truncate(self.id, len(self.messages))
+        return True
 
 
 def current(mode: str) -> OpenConversation:
@@ -79,13 +121,21 @@ def current(mode: str) -> OpenConversation:
     wanted = st.query_params.get(QUERY_KEY)
     open_now = conversations.get(mode)
     if wanted and (open_now is None or open_now.id != wanted):
-        loaded = conversation_store().load(wanted)
-        if loaded is not None and loaded.mode == mode:
-            open_now = OpenConversation(mode, loaded.id, loaded.messages, saved=len(loaded.messages))
+        loaded = conversation_store().load(wanted) if is_conversation_id(wanted) else None
+        if loaded is None:
+            st.warning(
+                "That link names no conversation here (it was deleted, or is from another app): this is a new one."
+            )
+        elif loaded.mode != mode:
+            st.warning(
+                f"That link is to a {MODE_TITLES.get(loaded.mode, loaded.mode)} conversation: open it on that page."
+            )
+        else:
+            open_now = OpenConversation(mode, loaded.id, loaded.messages, loaded.params, stored=True)
             conversations[mode] = open_now
     if open_now is None:
         open_now = conversations[mode] = OpenConversation(mode)
-    if open_now.id is not None:
+    if open_now.stored:
         st.query_params[QUERY_KEY] = open_now.id
     elif QUERY_KEY in st.query_params:
         del st.query_params[QUERY_KEY]
@@ -93,9 +143,8 @@ def current(mode: str) -> OpenConversation:
 
 
 def open_conversation(mode: str, conversation_id: str | None) -> None:
-    """Switch this mode to a stored conversation (None: a new, empty one)."""
-    conversations = st.session_state.setdefault("open_conversations", {})
-    conversations.pop(mode, None)
+    """Switch this mode to a stored conversation (None: a new, empty one). Safe in a widget callback."""
+    st.session_state.setdefault("open_conversations", {}).pop(mode, None)
     if conversation_id is None:
         st.query_params.pop(QUERY_KEY, None)
     else:
@@ -108,28 +157,15 @@ def request_answer(mode: str) -> None:
 
 
 def should_answer(mode: str, messages: list[Message]) -> bool:
-    """Whether the page answers the last (user) message now: only when this session asked for it.
+    """Whether the page answers the last message (the user's, or typed tool results) now: only when asked.
 
     A conversation that merely ends in a user message (imported, or reopened after a crash)
     never starts generation, let alone code, on its own: it gets an Answer button.
     """
     requested = st.session_state.pop(f"{mode}_answer_requested", False)
-    if not messages or messages[-1].role != "user":
+    if not messages or messages[-1].role not in ("user", "observation"):
         return False
     if requested:
         return True
     st.info("The last message has no answer yet.")
     return st.button("▶️ Answer it", key=f"{mode}_answer")
-
-
-def drop_last_reply(conversation: OpenConversation) -> bool:
-    """Remove everything after the last user message, for Regenerate; False if there is none."""
-    messages = conversation.messages
-    last_user = max((index for index, message in enumerate(messages) if message.role == "user"), default=None)
-    if last_user is None:
-        return False
-    del messages[last_user + 1 :]
-    if conversation.id is not None:
-        conversation_store().truncate(conversation.id, len(messages))
-    conversation.saved = min(conversation.saved, len(messages))
-    return True

@@ -1,0 +1,125 @@
+"""The skeleton the three mode pages share: the open conversation and its settings,
+the history, the input, and the answer → rerun tail with its reply controls.
+
+A page builds a `ModePage`, draws its own sidebar widgets with `page.key(name)` keys
+(no default values: the page restores them from the conversation), calls
+`keep_settings()`, then `show_history()`, reads the input, and ends with `respond()`.
+
+Settings belong to the conversation: opening one (a link, F5, the sidebar) puts its
+saved settings into the widgets, a new one starts from the page's defaults, and a
+change is saved with the conversation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from glm_client import Client, Message
+from ui import model, state
+from ui.conversation import AVATARS, CallProgress, StartTurn, answer, render_history
+from ui.history import history_sidebar
+from ui.render import safe_markdown
+from ui.sidebar import SAMPLING_DEFAULTS, model_facts, sampling_controls
+
+
+class ModePage:
+    def __init__(self, mode: str, defaults: dict[str, Any]) -> None:
+        """`defaults`: the page's settings (system_prompt and its own) and any sampling default it overrides."""
+        self.mode = mode
+        self.defaults = {**SAMPLING_DEFAULTS, **defaults}
+        self.client: Client = model.get_client()  # looked up on each run: tests replace it
+        self.conversation = state.current(mode)
+        self._restore_settings()
+        history_sidebar(self.conversation)
+
+    @property
+    def messages(self) -> list[Message]:
+        return self.conversation.messages
+
+    def key(self, name: str) -> str:
+        """Every widget key of a page is `<mode>_<name>`."""
+        return f"{self.mode}_{name}"
+
+    def setting(self, name: str) -> Any:
+        return st.session_state[self.key(name)]
+
+    def _restore_settings(self) -> None:
+        """Put the open conversation's settings into the widgets when it was just opened.
+
+        A widget Streamlit forgot (the page was left, or the widget was hidden) gets its value
+        back too; the others keep what the user set on this run.
+        """
+        conversation = self.conversation
+        owner = self.key("settings_of")
+        switched = st.session_state.get(owner) != conversation.id
+        saved = dict(conversation.params)
+        if conversation.stored and "system_prompt" not in saved:  # saved before settings were kept
+            first = conversation.messages[0] if conversation.messages else None
+            saved["system_prompt"] = first.content if first is not None and first.role == "system" else ""
+        for name, default in self.defaults.items():
+            if switched or self.key(name) not in st.session_state:
+                st.session_state[self.key(name)] = saved.get(name, default)
+        st.session_state[owner] = conversation.id
+
+    def sidebar_settings(self, system_prompt_height: int | None = None) -> dict[str, Any]:
+        """The system prompt and sampling widgets; returns the generation params."""
+        st.sidebar.text_area("System prompt", key=self.key("system_prompt"), height=system_prompt_height)
+        return sampling_controls(self.mode)
+
+    def keep_settings(self) -> None:
+        """Save the settings with the conversation (call after every setting widget is drawn)."""
+        values = {name: self.setting(name) for name in self.defaults}
+        self.conversation.keep_settings({**values, "model": self.client.info.name})
+        model_facts(self.client, self.messages)
+
+    def show_history(self, title: str) -> None:
+        st.title(title)
+        saved_model = self.conversation.params.get("model")
+        if self.conversation.stored and saved_model and saved_model != self.client.info.name:
+            st.caption(
+                safe_markdown(f"This conversation began with `{saved_model}`; it goes on with the model loaded now.")
+            )
+        render_history(self.messages)
+
+    def chat_input(self, placeholder: str, accept_file: bool = False) -> Any:
+        """The input; sending while a reply streams ends that reply first (it is kept, marked stopped)."""
+        return st.chat_input(placeholder, accept_file="multiple" if accept_file else False, key=self.key("input"))
+
+    def add_user_message(self, text: str) -> None:
+        self.conversation.add(Message.user(text))
+        state.request_answer(self.mode)
+        with st.chat_message("user", avatar=AVATARS["user"]):
+            st.markdown(safe_markdown(text))
+
+    def respond(self, start_turn: StartTurn, progress: CallProgress | None = None) -> None:
+        """Answer when asked (then rerun, to draw the saved result); otherwise draw the reply controls."""
+        if state.should_answer(self.mode, self.messages):
+            answer(self.conversation, start_turn, progress, stop_key=self.key("stop"))
+            st.rerun()
+        self.reply_controls()
+
+    def reply_controls(self) -> None:
+        """Regenerate and Clear, drawn after the last reply (never above one that streams)."""
+        if not self.messages:
+            return
+        left, right, _ = st.columns([1, 1, 3])
+        if any(message.role == "user" for message in self.messages):
+            left.button(
+                "🔄 Regenerate",
+                key=self.key("regenerate"),
+                help="Answer the last message again (replaces the reply)",
+                on_click=self._regenerate,
+            )
+        right.button(
+            "🧹 Clear",
+            key=self.key("clear"),
+            help="Start a new conversation (this one stays in the list)",
+            on_click=state.open_conversation,
+            args=(self.mode, None),
+        )
+
+    def _regenerate(self) -> None:
+        if self.conversation.drop_last_reply():
+            state.request_answer(self.mode)

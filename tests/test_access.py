@@ -86,3 +86,14 @@ def test_a_lockout_ends_and_a_success_clears_the_count():
     throttle.succeeded("10.0.0.1")
     throttle.failed("10.0.0.1", now=1000.0)
     assert throttle.wait_s("10.0.0.1", now=1000.0) == 0.0
+
+
+def test_a_remembered_login_holds_until_it_expires_or_the_password_changes():
+    from ui.access import login_token, token_is_valid
+
+    token = login_token("team", expires_at=2_000)
+    assert token_is_valid(token, "team", now=1_000)
+    assert not token_is_valid(token, "team", now=2_001)  # expired
+    assert not token_is_valid(token, "new password", now=1_000)
+    assert not token_is_valid(token.replace("2000.", "9999."), "team", now=1_000)  # a forged expiry
+    assert not token_is_valid(None, "team") and not token_is_valid("garbage", "team")

@@ -232,6 +232,11 @@ def test_with_a_password_every_url_asks_for_it_first(page, tmp_path):
         page.get_by_role("button", name="Enter").click()
         page.get_by_test_id("stChatInputTextArea").wait_for()
         assert "let me in" not in page.url
+        assert page.get_by_role("heading", name="🛠️ Tool").is_visible()  # the page asked for, not Chat
+        page.reload()  # the login is remembered: F5 does not ask again
+        page.get_by_test_id("stChatInputTextArea").wait_for()
+        assert page.get_by_role("heading", name="🛠️ Tool").is_visible()
+        assert page.get_by_label("Password", exact=True).count() == 0
     finally:
         app.stop()
 

@@ -79,7 +79,7 @@ def download_button(kernel: KernelSession, path: Path) -> None:
         except (OSError, ValueError):  # changed or replaced by a link since the listing
             return b""
 
-    st.download_button(safe_label(f"⬇️ {relative}"), contents, file_name=path.name, key=f"download_{relative}")
+    st.download_button(safe_label(f"⬇️ {relative}"), contents, file_name=path.name, key=f"{MODE}_download_{relative}")
 
 
 def save_uploads(kernel: KernelSession, uploads: list) -> list[str]:

@@ -47,6 +47,26 @@ def scripted() -> ScriptedClient:
     return ScriptedClient()
 
 
+@pytest.fixture(scope="module")
+def live(request):
+    """A ScriptedClient behind the project's API server on 127.0.0.1, one per test module:
+    (model, base URL). A module's SERVER_OPTIONS are passed to create_app."""
+    from glm_client.server import create_app, serve_in_thread
+
+    model = ScriptedClient()
+    with serve_in_thread(create_app(model, **getattr(request.module, "SERVER_OPTIONS", {}))) as url:
+        yield model, url
+
+
+@pytest.fixture
+def server(live):
+    """The module's live server with nothing queued or recorded from earlier tests."""
+    model, url = live
+    model.replies.clear()
+    model.requests.clear()
+    return model, url
+
+
 @pytest.fixture(autouse=True)
 def isolated_data_dir(monkeypatch, tmp_path):
     """Every test gets its own data directory: conversations and workspaces never leak between tests."""

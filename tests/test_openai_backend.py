@@ -55,19 +55,11 @@ class EndlessClient(ScriptedClient):
             self.closed.set()
 
 
-@pytest.fixture(scope="module")
-def live():
-    client = ScriptedClient()
-    with serve_in_thread(create_app(client)) as url:
-        yield client, url + "/v1"
-
-
 @pytest.fixture
-def server(live):
-    client, url = live
-    client.replies.clear()
-    client.requests.clear()
-    return client, OpenAIClient(url)
+def server(server):
+    """conftest's scripted model, and an OpenAIClient talking to it over HTTP."""
+    model, url = server
+    return model, OpenAIClient(url + "/v1")
 
 
 def closed_port() -> int:
@@ -278,11 +270,9 @@ def test_cancel_closes_the_stream_and_stops_the_server():
 # --- the Chat page on this backend ----------------------------------------------------------
 
 
-def test_the_chat_page_works_on_the_openai_backend(live, monkeypatch):
-    scripted, url = live
-    scripted.replies.clear()
+def test_the_chat_page_works_on_the_openai_backend(server, monkeypatch):
+    scripted, backend = server
     scripted.queue("Served over **HTTP**.")
-    backend = OpenAIClient(url)
     monkeypatch.setattr(ui.model, "get_client", lambda: backend)
     app = AppTest.from_file(PAGE, default_timeout=60)
     app.run()

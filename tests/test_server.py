@@ -67,21 +67,6 @@ class EchoClient(ScriptedClient):
         yield Done("stop")
 
 
-@pytest.fixture(scope="module")
-def live():
-    client = ScriptedClient()
-    with serve_in_thread(create_app(client)) as url:
-        yield client, url
-
-
-@pytest.fixture
-def server(live):
-    client, url = live
-    client.replies.clear()
-    client.requests.clear()
-    return client, url
-
-
 @pytest.fixture
 def api(server) -> openai.OpenAI:
     return openai.OpenAI(base_url=server[1] + "/v1", api_key="unused", max_retries=0, timeout=30)

@@ -39,6 +39,9 @@ def one_string(schema: dict) -> dict:
     return tool({"type": "object", "properties": {"x": schema}, "required": ["x"]})
 
 
+SERVER_OPTIONS = {"allowed_hosts": ("api.example.com", "*.lan")}
+
+
 class FailingClient(ScriptedClient):
     """A model whose generation raises with internal details in the message."""
 
@@ -46,21 +49,6 @@ class FailingClient(ScriptedClient):
         self.requests.append((messages, tools, params))
         raise RuntimeError("cannot open /srv/secret/weights.bin (password=hunter2)")
         yield  # a generator, like every client's stream
-
-
-@pytest.fixture(scope="module")
-def live():
-    client = ScriptedClient()
-    with serve_in_thread(create_app(client, allowed_hosts=("api.example.com", "*.lan"))) as url:
-        yield client, url
-
-
-@pytest.fixture
-def server(live):
-    client, url = live
-    client.replies.clear()
-    client.requests.clear()
-    return client, url
 
 
 def post(url: str, body: object, **kwargs) -> httpx.Response:

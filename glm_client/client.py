@@ -3,13 +3,14 @@
 `LocalClient` joins a local `Engine` (token ids in and out: devices, speed; see
 glm_client/engines/) with a dialect (prompt layout, output parsing). `Client` is the
 protocol the remote clients (glm_client/remote/) and the test fakes also follow, so
-pages never know which one they hold.
+pages never know which one they hold; those of this package build on `StreamingClient`.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,7 +20,7 @@ from glm_client.constrained import TokenConstraint, ToolCallGrammars, forced_too
 from glm_client.detokenize import IncrementalDecoder, StopStrings
 from glm_client.dialects.base import Dialect, ToolSchema
 from glm_client.engines.base import Engine, EngineInfo
-from glm_client.events import Done, Event, Notice, TextDelta, Timings, Usage
+from glm_client.events import Done, Event, FinishReason, Notice, TextDelta, Timings, Usage
 from glm_client.messages import Message, ToolCall
 
 # A reply needs room: below this many free tokens we refuse rather than write a stub.
@@ -38,7 +39,8 @@ class ModelInfo:
 
 
 class Client(Protocol):
-    info: ModelInfo
+    @property
+    def info(self) -> ModelInfo: ...
 
     def stream(
         self,
@@ -63,7 +65,24 @@ def collect_text(events: Iterator[Event]) -> str:
     return "".join(parts)
 
 
-class LocalClient:
+class StreamingClient(ABC):
+    """A `Client` whose `chat()` is the text of its `stream()`; a subclass writes `stream()`."""
+
+    @abstractmethod
+    def stream(
+        self,
+        messages: list[Message],
+        tools: list[ToolSchema] | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        **params: Any,
+    ) -> Iterator[Event]: ...
+
+    def chat(self, messages: list[Message], tools: list[ToolSchema] | None = None, **params: Any) -> str:
+        return collect_text(self.stream(messages, tools, **params))
+
+
+class LocalClient(StreamingClient):
     """A model running in this process."""
 
     def __init__(self, engine: Engine, dialect: Dialect, backend: str = "transformers") -> None:
@@ -86,9 +105,6 @@ class LocalClient:
         self._stop_ids = set(dialect.stop_token_ids())
         self._grammars: ToolCallGrammars | None = None  # built at the first forced call
         self._grammars_lock = threading.Lock()
-
-    def chat(self, messages: list[Message], tools: list[ToolSchema] | None = None, **params: Any) -> str:
-        return collect_text(self.stream(messages, tools, **params))
 
     def stream(
         self,
@@ -149,6 +165,7 @@ class LocalClient:
                 f"{type(error).__name__}: {error}",
             )
             return
+        reason: FinishReason
         if cancel is not None and cancel.is_set():
             reason = "cancelled"
         elif made_call:

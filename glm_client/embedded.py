@@ -116,9 +116,10 @@ def _convert(gguf: Path, out_dir: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
     # The weights are already de-quantized; save_pretrained refuses while the GGUF
-    # quantizer is still attached, so detach it.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    # quantizer is still attached, so detach it. (torch types nn.Module.__setattr__ as taking
+    # tensors and modules only; it takes any value.)
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out_dir)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import queue
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,6 +20,7 @@ from glm_client.dialects.base import Dialect
 from glm_client.engines import llamacpp
 from glm_client.engines.base import Engine, ModelLoadError, Progress
 from glm_client.engines.transformers import TransformersEngine, pick_device
+from glm_client.worker_thread import WorkerThread
 
 
 def load_client(settings: Settings | None = None, progress: Progress = lambda _message: None) -> Client:
@@ -104,24 +104,18 @@ def in_passing_thread(work: Callable[[Progress], T], progress: Progress) -> T:
     slower decoding measured here. A loading thread that ends takes its team along.
     """
     messages: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    outcome: dict[str, Any] = {}
 
-    def run() -> None:
+    def run() -> T:
         try:
-            outcome["value"] = work(messages.put)
-        except BaseException as error:  # re-raised on the caller's thread
-            outcome["error"] = error
+            return work(messages.put)
         finally:
             messages.put(_DONE)
 
-    thread = threading.Thread(target=run, name="glm-load", daemon=True)
-    thread.start()
+    worker = WorkerThread(run, name="glm-load")
     while (message := messages.get()) is not _DONE:
         progress(message)
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    worker.join()
+    return worker.result()  # what `work` raised is re-raised on the caller's thread
 
 
 def embedded_quantize(settings: Settings) -> str:

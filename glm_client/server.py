@@ -31,7 +31,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
 import uvicorn
@@ -233,7 +233,7 @@ def _model_error(done: Done) -> str:
     return INTERNAL_ERROR
 
 
-async def _generate(client: Client, chat: ChatRequest) -> AsyncIterator[Event]:
+async def _generate(client: Client, chat: ChatRequest) -> AsyncGenerator[Event, None]:
     """The client's events, each step computed in a worker thread.
 
     When the consumer stops early (a disconnect cancels the response), generation is

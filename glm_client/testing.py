@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from glm_client.client import ModelInfo, collect_text
+from glm_client.client import ModelInfo, StreamingClient
 from glm_client.dialects.base import ToolSchema
 from glm_client.events import Done, Event, TextDelta, Usage
 from glm_client.messages import Message, ToolCall
@@ -19,7 +19,7 @@ from glm_client.messages import Message, ToolCall
 Reply = str | list[Event | ToolCall]
 
 
-class ScriptedClient:
+class ScriptedClient(StreamingClient):
     def __init__(self, replies: list[Reply] | None = None, chunk_size: int = 3) -> None:
         self.replies: list[Reply] = list(replies or [])
         self.requests: list[tuple[list[Message], list[ToolSchema] | None, dict[str, Any]]] = []
@@ -58,6 +58,3 @@ class ScriptedClient:
             yield Done(
                 "tool_calls" if made_call else "stop", Usage(prompt_tokens=len(messages), completion_tokens=len(events))
             )
-
-    def chat(self, messages: list[Message], tools: list[ToolSchema] | None = None, **params: Any) -> str:
-        return collect_text(self.stream(messages, tools, **params))

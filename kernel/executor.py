@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections.abc import Callable
 
 from glm_client.agent import Executor
 from glm_client.messages import Message, ToolCall
+from glm_client.worker_thread import WorkerThread
 from kernel.limits import INTERRUPT_GRACE_S
 from kernel.result import ExecutionResult
 from kernel.session import KernelSession
@@ -52,12 +52,8 @@ def kernel_executor(session: KernelSession, timeout: float, on_wait: Callable[[f
             )
         if on_wait is None:
             return observation_of(session.execute(call.code, timeout=timeout), call.id)
-        results: list[ExecutionResult] = []
-        worker = threading.Thread(
-            target=lambda: results.append(session.execute(call.code, timeout=timeout)), daemon=True
-        )
         started = time.monotonic()
-        worker.start()
+        worker = WorkerThread(lambda: session.execute(call.code, timeout=timeout))
         try:
             while worker.is_alive():
                 worker.join(POLL_S)
@@ -66,6 +62,6 @@ def kernel_executor(session: KernelSession, timeout: float, on_wait: Callable[[f
             session.interrupt()
             worker.join(INTERRUPT_GRACE_S)
             raise
-        return observation_of(results[0], call.id)
+        return observation_of(worker.result(), call.id)
 
     return execute

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextvars
 import json
-import threading
 import time
 from typing import Any
 
@@ -149,35 +148,35 @@ def run_in_worker(tool: Tool, ref: FunctionRef, arguments: dict[str, Any], timeo
 
 def run_in_thread(tool: Tool, arguments: dict[str, Any], timeout: float | None = TOOL_CALL_TIMEOUT_S) -> ToolResult:
     """Call the tool in a daemon thread; on timeout the thread is abandoned, not stopped."""
-    outcome: dict[str, Any] = {}
+    from glm_client.worker_thread import WorkerThread  # here: `import tools` stays free of glm_client
 
-    def call() -> None:
+    printed: list[str] = []
+
+    def call() -> Any:
         with capture_stdout() as stdout, call_deadline(timeout):
             try:
-                outcome["value"] = tool.function(**arguments)
-            except BaseException as exc:  # SystemExit and friends too: the tool must not take the app down
-                outcome["error"] = exc
+                return tool.function(**arguments)
             finally:
-                outcome["stdout"] = stdout.getvalue()
+                printed.append(stdout.getvalue())
 
     started = time.perf_counter()
     # The caller's context (the session's working directory, tools/workspace.py) goes with the call.
     context = contextvars.copy_context()
-    worker = threading.Thread(target=context.run, args=(call,), name=f"tool-{tool.name}", daemon=True)
-    worker.start()
+    worker = WorkerThread(lambda: context.run(call), name=f"tool-{tool.name}")
     worker.join(timeout)
     duration = time.perf_counter() - started
 
     if worker.is_alive():
         return ToolResult.failure(f"Tool `{tool.name}` timed out after {timeout:g} s", duration_s=duration)
-    stdout = outcome.get("stdout", "")
-    if "error" in outcome:
-        exc = outcome["error"]
+    stdout = "".join(printed)
+    # SystemExit and friends are caught too (WorkerThread): the tool must not take the app down.
+    exc = worker.error
+    if exc is not None:
         detail = f": {exc}" if str(exc) else ""
         return ToolResult.failure(
             f"Tool `{tool.name}` raised {type(exc).__name__}{detail}", stdout=stdout, duration_s=duration
         )
-    return ToolResult.success(outcome.get("value"), stdout=stdout, duration_s=duration)
+    return ToolResult.success(worker.result(), stdout=stdout, duration_s=duration)
 
 
 def _type_label(schema: dict[str, Any]) -> str:

@@ -45,7 +45,7 @@ from tools.result import render_value
 from tools.workspace import tool_workdir
 
 # Generous: on a busy machine a new interpreter importing `tools` can take seconds.
-WORKER_START_TIMEOUT_S = 60.0
+TOOL_WORKER_START_TIMEOUT_S = 60.0
 # Warm workers kept between calls; more are started while calls overlap.
 MAX_IDLE_WORKERS = 2
 
@@ -250,7 +250,7 @@ class Worker:
     def pid(self) -> int:
         return self.process.pid
 
-    def ensure_ready(self, timeout: float = WORKER_START_TIMEOUT_S) -> None:
+    def ensure_ready(self, timeout: float = TOOL_WORKER_START_TIMEOUT_S) -> None:
         """Wait until the worker has imported `tools` (not counted in a call's timeout)."""
         if self._ready:
             return

@@ -63,4 +63,4 @@ def render_observation_for_history(message: Message) -> str:
 
 def template_supports_tools(chat_template: str | None) -> bool:
     """Whether a jinja chat template renders a `tools` argument (a heuristic on its source)."""
-    return bool(chat_template) and _JINJA_USES_TOOLS.search(chat_template) is not None
+    return chat_template is not None and _JINJA_USES_TOOLS.search(chat_template) is not None

@@ -25,7 +25,7 @@ import threading
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import torch
 
@@ -43,20 +43,24 @@ PREFILL_CHUNK = 512
 IDLE_EXIT_S = 30.0
 
 
+# The cache class of one StepModel (fast_llama.KVCache, llamacpp.LlamaSequence).
+CacheT = TypeVar("CacheT", bound=Cache)
+
+
 @dataclass(frozen=True)
-class Row:
+class Row(Generic[CacheT]):
     """A slice of one forward: `ids` appended to the sequence held in `cache`."""
 
-    cache: Cache
+    cache: CacheT
     ids: list[int]
 
 
-class StepModel(Protocol):
+class StepModel(Protocol[CacheT]):
     """A model that appends ids to per-sequence caches and returns the next-token logits of each."""
 
-    def new_cache(self, limit: int) -> Cache: ...
+    def new_cache(self, limit: int) -> CacheT: ...
 
-    def forward(self, rows: list[Row]) -> torch.Tensor: ...
+    def forward(self, rows: list[Row[CacheT]]) -> torch.Tensor: ...
 
 
 _END = object()  # the last item a sequence's queue receives
@@ -91,7 +95,7 @@ class SequenceDecoder:
 
     def __init__(
         self,
-        model: StepModel,
+        model: StepModel[Any],  # the decoder only hands each model back the caches it made
         context_length: int,
         prompt_cache: PromptCache,
     ) -> None:
@@ -195,8 +199,9 @@ class SequenceDecoder:
     def _step(self) -> None:
         rows = []
         for sequence in self._active:
+            assert sequence.cache is not None  # given in _admit
             sequence.fed = sequence.pending[:PREFILL_CHUNK]
-            rows.append(Row(sequence.cache, sequence.fed))  # type: ignore[arg-type]
+            rows.append(Row(sequence.cache, sequence.fed))
         try:
             logits = self.model.forward(rows)
         except Exception as error:  # every sequence of the step learns of it; their caches are unknown now

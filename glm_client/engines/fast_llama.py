@@ -163,7 +163,7 @@ class FastLlama:
         return sum(linear.packed_nbytes() for linear in linears)
 
     @torch.inference_mode()
-    def forward(self, rows: list[Row]) -> torch.Tensor:
+    def forward(self, rows: list[Row[KVCache]]) -> torch.Tensor:
         """Append each row's ids to its cache; return the logits after each row's last id, [rows, vocab]."""
         for row in rows:
             row.cache.reserve(row.cache.length + len(row.ids))
@@ -207,7 +207,7 @@ class FastLlama:
     def _attention(
         self,
         layer: int,
-        rows: list[Row],
+        rows: list[Row[KVCache]],
         later: list[torch.Tensor | None],
         queries: torch.Tensor,
         keys: torch.Tensor,
@@ -256,8 +256,10 @@ class _Split:
         self.total = total
 
     @classmethod
-    def of(cls, rows: list[Row]) -> _Split:
-        dense, packed, start = [], [], 0
+    def of(cls, rows: list[Row[KVCache]]) -> _Split:
+        dense: list[slice] = []
+        packed: list[int] = []  # token indices
+        start = 0
         for row in rows:
             count = len(row.ids)
             if count >= DENSE_MIN_TOKENS:

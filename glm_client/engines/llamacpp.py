@@ -130,10 +130,10 @@ class LlamaCppModel:
                 self._api.llama_memory_seq_rm(self._memory, seq_id, 0, -1)
             self._free_ids.append(seq_id)
 
-    def forward(self, rows: list[Row]) -> torch.Tensor:
+    def forward(self, rows: list[Row[LlamaSequence]]) -> torch.Tensor:
         """Append each row's ids to its sequence; the logits after each row's last id, [rows, vocab]."""
         logits: list[np.ndarray] = []
-        group: list[Row] = []
+        group: list[Row[LlamaSequence]] = []
         for row in rows:
             if group and sum(len(r.ids) for r in group) + len(row.ids) > DECODE_BATCH:
                 logits += self._decode(group)
@@ -142,7 +142,7 @@ class LlamaCppModel:
         logits += self._decode(group)
         return torch.from_numpy(np.stack(logits))
 
-    def _decode(self, rows: list[Row]) -> list[np.ndarray]:
+    def _decode(self, rows: list[Row[LlamaSequence]]) -> list[np.ndarray]:
         batch = self._batch
         ends = []
         index = 0

@@ -142,7 +142,9 @@ class TransformersEngine:
         progress(f"Loading {path.name or path} on {device_name} ({str(torch_dtype).removeprefix('torch.')})…")
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file, trust_remote_code=remote_code)
-            model = AutoModelForCausalLM.from_pretrained(
+            # Any, as TransformersEngine.model: the class is picked at run time (ChatGLM's is remote
+            # code, with a quantize() transformers' types don't know).
+            model: Any = AutoModelForCausalLM.from_pretrained(
                 path,
                 gguf_file=gguf_file,
                 dtype=torch_dtype,
@@ -169,7 +171,7 @@ class TransformersEngine:
         if not own_quantize and reason is None:
             progress("Packing the weights for CPU decoding…")
             fast = FastLlama(model, *PACKED_BITS[quantize])
-        declared = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "seq_length", 2048)
+        declared = getattr(model.config, "max_position_embeddings", 0) or getattr(model.config, "seq_length", 2048)
         info = EngineInfo(
             name=name or (gguf_file or path.name),
             device=device_name if not multi_gpu else f"cuda x{torch.cuda.device_count()}",

@@ -18,7 +18,7 @@ from urllib.parse import urlparse, urlunparse
 
 import httpx
 
-from glm_client.client import ModelInfo, collect_text
+from glm_client.client import ModelInfo, StreamingClient
 from glm_client.config import ConfigError, GenerationParams
 from glm_client.dialects.base import ToolSchema
 from glm_client.events import Done, Event, FinishReason, TextDelta, Timings, ToolCallStart, Usage
@@ -40,7 +40,7 @@ class StreamError(Exception):
     """The server's stream said it failed, or could not be read; the message is for the user."""
 
 
-class OpenAIClient:
+class OpenAIClient(StreamingClient):
     """A `Client` for a model served over the OpenAI chat-completions API at `base_url` (ending in /v1)."""
 
     def __init__(self, base_url: str, api_key: str = "", model: str = "", timeout: float = READ_TIMEOUT_S) -> None:
@@ -66,9 +66,6 @@ class OpenAIClient:
 
     def close(self) -> None:
         self._http.close()
-
-    def chat(self, messages: list[Message], tools: list[ToolSchema] | None = None, **params: Any) -> str:
-        return collect_text(self.stream(messages, tools, **params))
 
     def stream(
         self,
@@ -282,7 +279,7 @@ class ReplyAssembler:
 
 def _to_call(pending: _PendingCall) -> ToolCall:
     text = "".join(pending.arguments)
-    extra = {"id": pending.id} if pending.id else {}
+    extra: dict[str, Any] = {"id": pending.id} if pending.id else {}  # the server's id, else a new one
     try:
         arguments = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as error:

@@ -10,7 +10,7 @@ token bitmask per step in C++: about 0.3 ms a token here, against about 190 ms f
 lm-format-enforcer, which also let `minimum`/`maximum` through; every call xgrammar
 finished validated (bench/bench_constrained.py). It is imported only when a call is
 forced. Free strings are bounded (FREE_STRING), so a sampled string cannot run on
-to max_new_tokens and leave the call cut off.
+to max_new_tokens and leave the call cut off; required ones cannot be blank (REQUIRED_STRING).
 
 Building and compiling a grammar runs in C++ that cannot be interrupted, and some
 schemas take minutes ("pattern": "^a{40000}$" did not finish in 5 minutes). So it
@@ -47,7 +47,7 @@ GRAMMAR_ERROR_PREFIX = "The forced tool call's grammar"
 # (it fills the vocabulary's masks) and under 1 s for a 5,000-value enum; 20 s is far above that.
 COMPILE_BUDGET_S = 20.0
 # Starting the worker (importing xgrammar) takes ~5 s on a busy 2-core machine; not part of the budget.
-WORKER_START_TIMEOUT_S = 120.0
+GRAMMAR_WORKER_START_TIMEOUT_S = 120.0
 # Address space the worker may add after its imports: 128 forced string tools grew it by 7.9 GB
 # before the time budget stopped it; a 2,000-value enum needs ~300 MB.
 WORKER_MEMORY_BYTES = 2 * 1024**3
@@ -115,10 +115,19 @@ def call_schema(tools: list[ToolSchema]) -> dict[str, Any]:
 # "closes" the call by writing }}</tool_call> inside the string, which the parser then cuts)
 # nor newlines, and are bounded, so a sampled string cannot run to max_new_tokens.
 FREE_STRING = {"pattern": "^[^<>{}\\n]{0,120}$"}
+# A required free string starts with a non-space character, so it is never empty or blank: a small
+# model forced to call calculator wrote {"expression": ""} every time. Same bounds otherwise; xgrammar
+# ignores minLength next to a pattern, so the pattern says it.
+REQUIRED_STRING = {"pattern": "^[^<>{}\\s][^<>{}\\n]{0,119}$"}
+# JSON as json.dumps writes it, with no other whitespace (unbounded whitespace lets a sampling
+# model wander off in newlines). Measured on the embedded model (bench/bench_forced_calls.py and
+# tests/test_constrained.py): compact "," and ":" gave better calculator expressions, but nested
+# objects and arrays ran on to max_new_tokens ("Bosch_Bosch_…", tags without end).
+CALL_SEPARATORS = (", ", ": ")
 
 
-def _bounded_strings(schema: Any) -> Any:
-    """A copy of `schema` whose unconstrained string types get FREE_STRING's limits."""
+def _bounded_strings(schema: Any, required: bool = False) -> Any:
+    """A copy of `schema` whose unconstrained string types get FREE_STRING's limits (REQUIRED_STRING's if `required`)."""
     if isinstance(schema, list):
         return [_bounded_strings(item) for item in schema]
     if not isinstance(schema, dict):
@@ -126,10 +135,13 @@ def _bounded_strings(schema: Any) -> Any:
     bounded = {
         key: _bounded_strings(value) if key != "const" and key != "enum" else value for key, value in schema.items()
     }
+    properties, names = schema.get("properties"), schema.get("required")
+    if isinstance(properties, dict) and isinstance(names, list):
+        bounded["properties"] = {name: _bounded_strings(value, name in names) for name, value in properties.items()}
     types = schema.get("type")
     is_string = types == "string" or (isinstance(types, list) and "string" in types)
     if is_string and not ({"enum", "const", "pattern", "format"} & schema.keys()):
-        bounded = {**FREE_STRING, **bounded}
+        bounded = {**(REQUIRED_STRING if required else FREE_STRING), **bounded}
     return bounded
 
 
@@ -141,6 +153,7 @@ def grammar_spec(tools: list[ToolSchema], syntax: CallSyntax) -> dict[str, Any]:
         "open": syntax.open,
         "close": syntax.close,
         "code_fence": bool(interpreter),
+        "separators": CALL_SEPARATORS,
     }
 
 
@@ -158,8 +171,8 @@ def build_grammar(spec: dict[str, Any]) -> xgrammar.Grammar:
 
     options = []
     if spec["schema"] is not None:
-        # Compact JSON: unbounded whitespace lets a sampling model wander off in newlines.
-        arguments = xgr.Grammar.from_json_schema(spec["schema"], any_whitespace=False)
+        separators = tuple(spec["separators"])
+        arguments = xgr.Grammar.from_json_schema(spec["schema"], any_whitespace=False, separators=separators)
         options.append(xgr.Grammar.concat(literal(spec["open"]), arguments, literal(spec["close"])))
     if spec["code_fence"]:
         options.append(xgr.Grammar.from_ebnf(CODE_FENCE_EBNF))
@@ -299,7 +312,7 @@ class _CompileWorker:
         assert self._proc is not None and self._proc.stdin is not None
         try:
             if not self._ready:
-                self._receive(WORKER_START_TIMEOUT_S)
+                self._receive(GRAMMAR_WORKER_START_TIMEOUT_S)
                 self._ready = True
             request = pickle.dumps((None if self._sent_info else info_json, spec, self.clear_next))
             self.clear_next = False

@@ -2,7 +2,9 @@
 
 The JSON export is `{"title", "mode", "messages"}` with messages in the OpenAI
 chat format (observations become `tool` messages). Images are not part of that
-format: they are left out of JSON and shown as `[Image]` in Markdown.
+format: they are left out of JSON and shown as `[Image]` in Markdown. Replies that
+were stopped before they finished are listed by position in `"interrupted"` (the
+Markdown says "(interrupted)"), so the messages stay plain OpenAI ones.
 
 The Markdown export is opened in other viewers, so it goes through the same sanitiser
 as the page (ui.render.safe_markdown): no raw HTML, no remote images, links as text.
@@ -31,11 +33,14 @@ def to_markdown(conversation: Conversation) -> str:
 
 
 def to_openai_json(conversation: Conversation) -> str:
-    document = {
+    document: dict[str, Any] = {
         "title": conversation.title,
         "mode": conversation.mode,
         "messages": [message.to_openai() for message in conversation.messages],
     }
+    interrupted = [index for index, message in enumerate(conversation.messages) if message.meta.get("interrupted")]
+    if interrupted:
+        document["interrupted"] = interrupted
     return json.dumps(document, indent=2, ensure_ascii=False)
 
 
@@ -49,16 +54,27 @@ def from_openai_json(text: str | bytes) -> tuple[str, str, list[Message]]:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"The file is not valid JSON ({error}).") from None
     title, mode = "", DEFAULT_MODE
+    interrupted: list[int] = []
     if isinstance(document, dict):
         if not isinstance(document.get("messages"), list):
             raise ValueError('The JSON object has no "messages" list; expected {"messages": [...]} or a list.')
         title, mode = document.get("title") or "", document.get("mode") or DEFAULT_MODE
         if not isinstance(title, str) or not isinstance(mode, str):
             raise ValueError('"title" and "mode" must be strings.')
+        interrupted = document.get("interrupted") or []
+        count = len(document["messages"])
+        positions_ok = isinstance(interrupted, list) and all(
+            type(index) is int and 0 <= index < count for index in interrupted
+        )
+        if not positions_ok:
+            raise ValueError('"interrupted" must be a list of message positions, counting from 0.')
         document = document["messages"]
     elif not isinstance(document, list):
         raise ValueError("Expected a JSON object with a messages list, or a list of messages.")
-    return title, mode, [_parse_message(number, item) for number, item in enumerate(document, start=1)]
+    messages = [_parse_message(number, item) for number, item in enumerate(document, start=1)]
+    for index in interrupted:
+        messages[index].meta["interrupted"] = True
+    return title, mode, messages
 
 
 def _parse_message(number: int, item: Any) -> Message:

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 from typing import Any
 
 import jsonschema
 import pytest
 import torch
+import xgrammar as xgr
 from chatglm3_tokenizer import train_sentencepiece
 
 from glm_client import ConfigError, Done, GenerationParams, LocalClient, Message, TextDelta, ToolCall
 from glm_client.agent import ObservationEvent, run_turn
-from glm_client.constrained import FREE_STRING, call_schema, forced_tools
-from glm_client.dialects.base import INTERPRETER_TOOL, function_of
+from glm_client.constrained import (
+    CALL_SEPARATORS,
+    FREE_STRING,
+    REQUIRED_STRING,
+    call_grammar,
+    call_schema,
+    forced_tools,
+)
+from glm_client.dialects.base import INTERPRETER_TOOL, CallSyntax, function_of
 from glm_client.dialects.chatglm3 import ChatGLM3Dialect, ChatGLM3Vocab
 from glm_client.engines.base import EngineInfo
 from tools import dispatch_tool, get_tools
@@ -100,6 +109,34 @@ def test_free_strings_are_bounded_but_the_interpreters_code_is_not():
     assert code == function_of(INTERPRETER_TOOL)["parameters"]
 
 
+NOTE = tool(
+    "note",
+    {"expression": {"type": "string"}, "label": {"type": "string"}},
+    required=["expression"],
+)
+
+
+def grammar_accepts(schema: dict[str, Any], arguments: dict[str, Any]) -> bool:
+    """Whether `schema`'s forced-call grammar takes this call whole (a printable-ASCII vocabulary: no model)."""
+    vocabulary = xgr.TokenizerInfo([chr(code) for code in range(32, 127)])
+    compiled = xgr.GrammarCompiler(vocabulary).compile_grammar(call_grammar([schema], CallSyntax()))
+    matcher = xgr.GrammarMatcher(compiled, terminate_without_stop_token=True)
+    call = {"name": function_of(schema)["name"], "arguments": arguments}
+    text = json.dumps(call, separators=CALL_SEPARATORS)
+    return matcher.accept_string(f"<tool_call>{text}</tool_call>") and matcher.is_terminated()
+
+
+def test_a_required_free_string_cannot_be_blank_but_an_optional_one_can():
+    assert not grammar_accepts(NOTE, {"expression": ""})
+    assert not grammar_accepts(NOTE, {"expression": "  "})
+    assert grammar_accepts(NOTE, {"expression": "37 * 3"})
+    assert grammar_accepts(NOTE, {"expression": "37 * 3", "label": ""})
+    assert grammar_accepts(NOTE, {"expression": "37 * 3", "label": "  "})
+    # Nested objects too: the customer's name is required there.
+    customer = call_schema([ORDER])["properties"]["arguments"]["properties"]["customer"]
+    assert customer["properties"]["name"]["pattern"] == REQUIRED_STRING["pattern"]
+
+
 def test_force_tool_must_be_a_name():
     assert GenerationParams.from_kwargs(force_tool="any").force_tool == "any"
     with pytest.raises(ConfigError, match="force_tool must be"):
@@ -143,6 +180,17 @@ def test_the_named_tool_is_called_even_when_the_question_is_about_another(embedd
         embedded_client, [Message.user("What is 2 + 2?")], get_tools(), force_tool="get_weather", temperature=0.0
     )
     assert assert_valid_call(calls, done, get_tools()).name == "get_weather"
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("question", ["What is 37 * 3?", "Compute 12 + 30."])
+def test_a_forced_calculator_call_has_an_expression(embedded_client, question):
+    # Greedy, this model wrote {"expression": ""} for both while the grammar allowed an empty string.
+    calls, done = stream(
+        embedded_client, [Message.user(question)], get_tools(), force_tool="calculator", temperature=0.0
+    )
+    call = assert_valid_call(calls, done, get_tools())
+    assert call.name == "calculator" and call.arguments["expression"].strip()
 
 
 @pytest.mark.model
@@ -194,7 +242,8 @@ def test_a_forced_call_runs_the_real_tool_and_the_next_round_answers_from_it(emb
             max_rounds=2,
             force_tool="calculator",
             temperature=0.0,
-            max_new_tokens=48,
+            # Room for the longest call the grammar allows: greedy, the expression runs to its 120 characters.
+            max_new_tokens=160,
         )
     )
     observation = next(e for e in events if isinstance(e, ObservationEvent))

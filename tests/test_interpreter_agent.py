@@ -2,15 +2,15 @@
 
 The model's arithmetic is not the point (a 135M model gets sums wrong); the
 pipeline is: its code block becomes an interpreter call, the kernel runs it, the
-observation goes back into the prompt, and the model answers after reading it.
+observation goes back into the prompt, and the model acts on it in the next round.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from glm_client import Message, ToolCall
-from glm_client.agent import ObservationEvent, run_turn
+from glm_client import Message, Notice, ToolCall
+from glm_client.agent import ObservationEvent, RoundLimitReached, round_limit_notice, run_turn
 from glm_client.dialects.base import INTERPRETER_TOOL
 from kernel import KernelSession
 from kernel.executor import kernel_executor
@@ -61,7 +61,11 @@ def test_model_code_runs_in_the_kernel_and_the_model_reads_the_output(embedded_c
     with KernelSession(tmp_path / "again") as check:
         again = check.execute(calls[0].code, timeout=30)
         assert (first.content, first.meta["status"]) == (again.to_observation(), again.status)
-    # The second round's prompt ends with that observation, and the model then answered.
+    # The second round's prompt ends with that observation. Reading its error, the model (greedy) wrote
+    # code again, so the turn ends at the round limit, its notice on that last observation.
     assert prompts[1][-1].content == first.content
-    assert conversation[-1].role in ("assistant", "observation")
-    assert [m.role for m in conversation[:4]] == ["system", "user", "assistant", "observation"]
+    assert len(calls) == 2 and calls[1].is_interpreter
+    roles = ["system", "user", "assistant", "observation", "assistant", "observation"]
+    assert [m.role for m in conversation] == roles
+    assert conversation[-1].meta["notices"] == [round_limit_notice(2)]
+    assert events[-2:] == [RoundLimitReached(2), Notice(round_limit_notice(2))]

@@ -14,6 +14,12 @@ from glm_client.engines import llamacpp
 from glm_client.loader import choose_engine, embedded_quantize, in_passing_thread
 
 
+def assert_one_sentence(message: str) -> None:
+    """One line, no traceback, and one sentence: its only full stop before a space or the end ends it."""
+    assert "\n" not in message and "Traceback" not in message and 'File "' not in message, message
+    assert [end.start() for end in re.finditer(r"[.!?](?=\s|$)", message)] == [len(message) - 1], message
+
+
 def test_gguf_is_found_without_importing_its_package():
     path = embedded.locate_gguf()
     assert path.name == embedded.GGUF_NAME and path.stat().st_size > 50_000_000
@@ -42,7 +48,7 @@ def test_bad_model_paths_raise_one_readable_sentence(tmp_path, make, message):
     with pytest.raises(ModelLoadError) as error:
         load_client(Settings(model_path=str(path)))
     assert message in str(error.value)
-    assert "\n" not in str(error.value).split(": ", 1)[0]
+    assert_one_sentence(str(error.value))
 
 
 @pytest.mark.model
@@ -104,8 +110,9 @@ def test_engine_auto_picks_llama_cpp_only_for_a_gguf_on_cpu_when_installed(monke
 )
 def test_engine_llamacpp_says_what_is_missing(monkeypatch, settings, installed, message):
     monkeypatch.setattr(llamacpp, "available", lambda: installed)
-    with pytest.raises(ModelLoadError, match=re.escape(message)):
+    with pytest.raises(ModelLoadError, match=re.escape(message)) as error:
         load_client(Settings(**settings))
+    assert_one_sentence(str(error.value))
 
 
 def test_the_embedded_model_gets_int4_weights_on_cpu_unless_told_otherwise():
@@ -140,5 +147,8 @@ def test_loading_runs_on_a_thread_that_ends_and_reports_on_the_callers():
 @pytest.mark.model
 def test_quantize_on_a_model_that_cannot_be_packed_says_why():
     directory = embedded.cache_path(Settings.from_env().cache_dir)
-    with pytest.raises(ModelLoadError, match=r"QUANTIZE=4 needs .* bfloat16; here the dtype is torch\.float32"):
+    with pytest.raises(
+        ModelLoadError, match=r"QUANTIZE=4 needs .* bfloat16; here the dtype is torch\.float32"
+    ) as error:
         load_client(Settings(model_path=str(directory), dtype="float32", quantize="4"))
+    assert_one_sentence(str(error.value))

@@ -48,10 +48,13 @@ def test_json_export_import_round_trip(tmp_path: Path) -> None:
         "assistant",
     ]
     assert "Zürich" in exported  # readable, not \\u-escaped
+    assert document["interrupted"] == [6]  # the stopped reply, by position: the messages stay OpenAI's
+    assert "interrupted" not in document["messages"][6]
 
     title, mode, messages = from_openai_json(exported)
     assert (title, mode) == ("Weather", "tool")
     assert [essentials(m) for m in messages] == [essentials(m) for m in original.messages]
+    assert [m.meta.get("interrupted", False) for m in messages] == [False] * 6 + [True]
 
     # Through the store and out again: the same document.
     store = open_store(None, tmp_path)
@@ -72,6 +75,8 @@ def test_a_bare_message_list_imports_as_chat() -> None:
         ('{"title": "x"}', 'no "messages" list'),
         ("42", "Expected a JSON object with a messages list"),
         ('{"messages": [], "title": 3}', '"title" and "mode" must be strings'),
+        ('{"messages": [{"role": "user", "content": "hi"}], "interrupted": [1]}', '"interrupted" must be a list'),
+        ('{"messages": [], "interrupted": "yes"}', '"interrupted" must be a list of message positions'),
         ('[{"role": "user", "content": "ok"}, "hello"]', "Message 2 is not a JSON object"),
         ('[{"role": "wizard", "content": "hi"}]', "Message 1: Unknown message role 'wizard'"),
         (

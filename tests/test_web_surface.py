@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from streamlit import config as streamlit_config
 from test_browser import App
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -28,6 +31,14 @@ def open_websocket(app: App, host: str) -> None:
     uri = f"ws://{host}:{app.port}/_stcore/stream"
     with connect(uri, sock=sock, origin=f"http://{host}:{app.port}", open_timeout=10):  # type: ignore[arg-type]
         pass
+
+
+def test_the_app_watches_no_files() -> None:
+    """A watcher on the repo (.venv included) flooded the log with inotify overflows; nothing relies on reruns on save."""
+    config = tomllib.loads((Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["fileWatcherType"] == "none"
+    assert config["server"].get("runOnSave", False) is False
+    assert "server.fileWatcherType" in streamlit_config.get_config_options()  # a name Streamlit reads
 
 
 def test_a_rebound_host_name_cannot_open_the_app(app: App) -> None:

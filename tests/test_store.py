@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -349,3 +350,11 @@ def test_a_conversation_can_be_created_under_an_id_chosen_beforehand(store: Conv
     assert store.load(chosen).mode == "code_interpreter"
     with pytest.raises(ValueError, match="32 lowercase hex digits"):
         store.create("chat", conversation_id="../elsewhere")
+
+
+def test_the_store_imports_neither_streamlit_nor_torch() -> None:
+    """store/ uses glm_client's data model only: no page framework, no model runtime."""
+    heavy = ("streamlit", "torch", "transformers")
+    code = f"import sys, store; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent, check=True)
+    assert result.stdout.strip() == "[]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,8 @@ def test_a_call_runs_the_real_tool_and_the_model_reads_its_result(page):
     assert observation.role == "observation" and observation.name == "calculator" and "42" in observation.content
     labels = [expander.label for expander in app.expander]
     assert any(label.startswith("calculator(") for label in labels)
-    assert any("Result of `calculator`" in label for label in labels)
+    (result,) = [label for label in labels if "Result of `calculator`" in label]
+    assert re.fullmatch(r"📤 Result of `calculator` · \d+\.\d\d s", result)  # the saved view keeps the duration
     assert "The answer is 42." in [md.value for md in app.chat_message[1].markdown]
     offered = {tool["function"]["name"] for tool in client.requests[0][1]}
     assert {"calculator", "unit_convert", "get_current_time"} <= offered and "shell" not in offered
@@ -92,3 +94,15 @@ def test_the_round_limit_is_shown(page, monkeypatch):
     assert not app.exception
     assert len(client.requests) == 5
     assert any("Stopped after 5 rounds" in info.value for info in app.info)
+
+
+def test_regenerate_answers_the_last_message_again_and_replaces_the_reply(page):
+    app, client = page
+    client.queue([ToolCall("calculator", {"expression": "6*7"})], "It is 42.", "Forty-two.")
+    app.chat_input(key="tool_input").set_value("What is 6 times 7?").run()
+    app.button(key="tool_regenerate").click().run()
+    assert not app.exception
+    assert client.requests[-1][0][-1].content == "What is 6 times 7?"
+    assert [m.role for m in client.requests[-1][0]] == ["system", "user"]  # the old reply and its call are gone
+    assert "Forty-two." in [md.value for md in app.chat_message[-1].markdown]
+    assert len(app.chat_message) == 2

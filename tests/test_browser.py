@@ -120,6 +120,11 @@ def assistant_text(page) -> str:
     return messages.nth(messages.count() - 1).inner_text() if messages.count() >= 2 else ""
 
 
+def wait_idle(page) -> None:
+    """Until the app's script run has finished (a widget touched mid-run reruns it, which a test must not race)."""
+    page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(state="attached")
+
+
 def stop_button(page):
     return page.get_by_role("button", name="⏹ Stop")
 
@@ -418,27 +423,33 @@ def test_stop_then_regenerate_then_switch_keeps_exactly_one_marked_reply(page, s
 
 
 def test_a_reload_restores_the_conversations_settings(page, scripted_app, tmp_path):
+    expect = pytest.importorskip("playwright.sync_api").expect
     app, model = scripted_app(["Bonjour !", "Ça va."])
     page.goto(app.url)
     prompt = page.get_by_label("System prompt")
+    prompt.wait_for()
+    wait_idle(page)
     prompt.fill("Always answer in French.")
     prompt.press("Tab")  # a text area commits on blur
+    wait_idle(page)
     page.get_by_text("Sampling").click()
     for name in ("Temperature (0 = greedy)", "Max new tokens"):
         page.get_by_test_id("stSlider").filter(has_text=name).get_by_role("slider").press("Home")
+        wait_idle(page)
     send(page, "Hello")
     page.get_by_text("Bonjour !").wait_for()
     wait_until(lambda: "?c=" in page.url and stop_button(page).count() == 0)
 
+    assert model.requests[0][0][0].content == "Always answer in French."  # the settings took before the reload
+
     page.reload()
     page.get_by_text("Bonjour !").wait_for()
-    assert page.get_by_label("System prompt").input_value() == "Always answer in French."
+    # expect() retries: a widget may be drawn once before the run that fills it has finished.
+    expect(page.get_by_label("System prompt")).to_have_value("Always answer in French.")
     page.get_by_text("Sampling").click()
-    values = [
-        page.get_by_test_id("stSlider").filter(has_text=name).get_by_test_id("stSliderThumbValue").inner_text()
-        for name in ("Temperature (0 = greedy)", "Max new tokens")
-    ]
-    assert values == ["0.00", "16"]
+    for name, value in (("Temperature (0 = greedy)", "0.00"), ("Max new tokens", "16")):
+        slider = page.get_by_test_id("stSlider").filter(has_text=name)
+        expect(slider.get_by_test_id("stSliderThumbValue")).to_have_text(value)
     send(page, "How are you?")
     page.get_by_text("Ça va.").wait_for()
     messages, _, params = model.requests[-1]

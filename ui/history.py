@@ -87,7 +87,7 @@ def current_sidebar(conversation: OpenConversation) -> None:
             key=f"{mode}_json",
             width="stretch",
         )
-        with st.popover("🗑️ Delete conversation…", width="stretch"):
+        with st.popover("🗑️ Delete", width="stretch"):
             st.markdown("Delete this conversation and its working-directory files? This cannot be undone.")
             st.button(
                 "Delete for good",

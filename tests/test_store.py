@@ -356,5 +356,11 @@ def test_the_store_imports_neither_streamlit_nor_torch() -> None:
     """store/ uses glm_client's data model only: no page framework, no model runtime."""
     heavy = ("streamlit", "torch", "transformers")
     code = f"import sys, store; print(sorted(m for m in {heavy!r} if m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=True,
+    )
     assert result.stdout.strip() == "[]"

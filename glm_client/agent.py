@@ -1,7 +1,9 @@
 """The turn loop shared by Chat, Tool and Code Interpreter modes, the CLI and tests.
 
 generate → parse calls → execute each → append observations → generate again,
-until the model answers without a call or `max_rounds` is reached. The
+until the model answers without a call. The turn always ends in words: after
+`max_rounds` rounds of calls, or when the model repeats a call it already has the
+result of, one last round runs with no tools offered. The
 conversation list is extended in place as each message completes, so whatever
 happens (stop, error, round limit) the text written so far is kept. Each message is
 final when it is appended and never changed after: `on_message(index, message)` hears
@@ -11,6 +13,7 @@ turn included: it is appended when the caller closes the turn's generator).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -71,14 +74,22 @@ def run_turn(
         if on_message is not None:
             on_message(len(conversation) - 1, message)
 
-    for round_index in range(max_rounds):
+    results: dict[str, Message] = {}  # each call executed in this turn, by name and arguments
+    words_only = False  # the round limit was reached or a call repeated: the last round offers no tools
+    for round_index in range(max_rounds + 1):
         text: list[str] = []
         calls: list[ToolCall] = []
         notices: list[str] = []
         done: Done | None = None
+        if round_index == max_rounds:
+            words_only = True
+            notices.append(round_limit_notice(max_rounds))
+            yield RoundLimitReached(max_rounds)
+            yield Notice(notices[-1])
+        offered = None if words_only else tools
         forced = {"force_tool": force_tool} if force_tool and round_index == 0 else {}
         try:
-            for event in client.stream(conversation, tools, cancel=cancel, **params, **forced):
+            for event in client.stream(conversation, offered, cancel=cancel, **params, **forced):
                 if isinstance(event, TextDelta):
                     text.append(event.text)
                 elif isinstance(event, ToolCall):
@@ -96,43 +107,56 @@ def run_turn(
                 reply.meta.update(_done_meta(done))
             if notices:
                 reply.meta["notices"] = notices
+            if interrupted or words_only:
+                reply.tool_calls = []  # an unfinished call, or one with tools withheld, is never executed
             if interrupted:
                 reply.meta["interrupted"] = True
-                reply.tool_calls = []  # an unfinished call is never executed
-            if reply.content or reply.tool_calls or interrupted:
+            if reply.content or reply.tool_calls or interrupted or notices:
                 add(reply)
-        if interrupted or not calls or executor is None:
+        if words_only or interrupted or not calls or executor is None:
             return  # with no executor the calls wait for the caller (manual mode) to answer them
-        last_round = round_index == max_rounds - 1
-        for position, call in enumerate(calls):
+        for call in calls:
             if cancel is not None and cancel.is_set():
                 return
             started = time.perf_counter()
-            try:
-                observation = execute_call(call, executor)
-            except BaseException:
-                # The user stopped the page mid-call: record that, so the call is never left unanswered.
-                add(
-                    Message.observation(
-                        "Stopped by the user before it finished.", name=call.name, tool_call_id=call.id, is_error=True
-                    )
+            key = json.dumps([call.name, call.arguments], sort_keys=True, default=str)
+            if key in results and not call.parse_error:
+                # A small model repeats a call it has the result of until the round limit: answer instead.
+                observation = Message.observation(
+                    ALREADY_CALLED.format(name=call.name), name=call.name, tool_call_id=call.id
                 )
-                raise
+                words_only = True
+            else:
+                try:
+                    observation = execute_call(call, executor)
+                except BaseException:
+                    # The user stopped the page mid-call: record that, so the call is never left unanswered.
+                    add(
+                        Message.observation(
+                            "Stopped by the user before it finished.",
+                            name=call.name,
+                            tool_call_id=call.id,
+                            is_error=True,
+                        )
+                    )
+                    raise
+                results[key] = observation
             duration_s = time.perf_counter() - started
             observation.meta["duration_s"] = round(duration_s, 3)
-            if last_round and position == len(calls) - 1:
-                # The turn ends here: the notice goes on this message before it is final.
-                observation.meta.setdefault("notices", []).append(round_limit_notice(max_rounds))
             add(observation)
             yield ObservationEvent(call, observation, duration_s)
-    yield RoundLimitReached(max_rounds)
-    yield Notice(round_limit_notice(max_rounds))
+
+
+ALREADY_CALLED = (
+    "You already called `{name}` with these arguments in this turn; its result is above. "
+    "Answer the user now from the results you have."
+)
 
 
 def round_limit_notice(max_rounds: int) -> str:
     return (
-        f"Stopped after {max_rounds} rounds of tool calls without a final answer (MAX_ROUNDS={max_rounds}). "
-        "Ask the model to continue, or raise the limit."
+        f"Stopped calling tools after {max_rounds} rounds (MAX_ROUNDS={max_rounds}): the model answers from the "
+        "results so far. Ask it to continue, or raise the limit."
     )
 
 

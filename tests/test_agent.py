@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from glm_client import Done, Message, Notice, TextDelta, ToolCall
-from glm_client.agent import ObservationEvent, RoundLimitReached, run_turn
+from glm_client.agent import ALREADY_CALLED, ObservationEvent, RoundLimitReached, round_limit_notice, run_turn
+
+TOOL = {"type": "function", "function": {"name": "f", "description": "A tool.", "parameters": {"type": "object"}}}
 
 
 def echo_executor(call: ToolCall) -> Message:
@@ -45,14 +47,56 @@ def test_an_executor_that_raises_is_reported_to_the_model(scripted):
     assert conversation[2].is_error and conversation[2].content == "Running `f` failed: RuntimeError: disk on fire"
 
 
-def test_the_round_limit_is_announced(scripted):
-    scripted.queue(*[[ToolCall("f", {"n": i})] for i in range(3)])
+def test_at_the_round_limit_one_last_round_answers_without_tools(scripted):
+    scripted.queue(*[[ToolCall("f", {"n": i})] for i in range(3)], "From the results: 0, 1 and 2.")
     conversation = [Message.user("loop forever")]
-    events = list(run_turn(scripted, conversation, echo_executor, max_rounds=3))
-    assert isinstance(events[-2], RoundLimitReached) and events[-2].rounds == 3
-    assert isinstance(events[-1], Notice) and "Stopped after 3 rounds" in events[-1].message
+    events = list(run_turn(scripted, conversation, echo_executor, [TOOL], max_rounds=3))
+    limit = events.index(RoundLimitReached(3))
+    assert events[limit + 1] == Notice(round_limit_notice(3))
     assert sum(m.role == "observation" for m in conversation) == 3
-    assert conversation[-1].meta["notices"] == [events[-1].message]
+    assert [tools for _, tools, _ in scripted.requests] == [[TOOL]] * 3 + [None]  # the last round offers none
+    assert conversation[-1].role == "assistant" and conversation[-1].content == "From the results: 0, 1 and 2."
+    assert conversation[-1].meta["notices"] == [round_limit_notice(3)]
+
+
+def test_a_call_in_the_words_only_round_is_not_run(scripted):
+    ran: list[ToolCall] = []
+    scripted.queue([ToolCall("f", {"n": 1})], [TextDelta("Let me check again. "), ToolCall("f", {"n": 2})])
+    conversation = [Message.user("go")]
+    list(run_turn(scripted, conversation, lambda call: ran.append(call) or echo_executor(call), [TOOL], max_rounds=1))
+    assert [call.arguments for call in ran] == [{"n": 1}]
+    assert conversation[-1].content == "Let me check again. " and conversation[-1].tool_calls == []
+
+
+def test_a_repeated_call_is_not_run_again_and_the_model_is_asked_to_answer(scripted):
+    """Raw pattern of a small model: after a correct result it calls the same tool again and again."""
+    ran: list[ToolCall] = []
+    same = {"expression": "6*7"}
+    scripted.queue(
+        [ToolCall("calculator", same, id="c1")],
+        [ToolCall("calculator", same, id="c2")],
+        "6 times 7 is 42.",
+    )
+    conversation = [Message.user("What is 6 times 7?")]
+    list(run_turn(scripted, conversation, lambda call: ran.append(call) or Message.observation("42"), [TOOL]))
+    assert [call.id for call in ran] == ["c1"]
+    repeated = conversation[4]
+    assert (repeated.content, repeated.name, repeated.tool_call_id, repeated.is_error) == (
+        ALREADY_CALLED.format(name="calculator"),
+        "calculator",
+        "c2",
+        False,
+    )
+    assert scripted.requests[2][1] is None  # the answer round offers no tools
+    assert [m.role for m in conversation] == [
+        "user",
+        "assistant",
+        "observation",
+        "assistant",
+        "observation",
+        "assistant",
+    ]
+    assert conversation[-1].content == "6 times 7 is 42."
 
 
 def test_force_tool_applies_to_the_first_round_only(scripted):
@@ -101,11 +145,11 @@ def test_each_message_is_reported_once_final_at_its_index(scripted):
         assert conversation[index] is message  # appended before it is reported
         reported.append((index, repr(message)))  # a snapshot: a later change would show below
 
-    events = list(run_turn(scripted, conversation, echo_executor, max_rounds=2, on_message=on_message))
-    assert [index for index, _ in reported] == [1, 2, 3, 4]
+    list(run_turn(scripted, conversation, echo_executor, max_rounds=2, on_message=on_message))
+    assert [index for index, _ in reported] == [1, 2, 3, 4, 5]
     assert [snapshot for _, snapshot in reported] == [repr(message) for message in conversation[1:]]
-    # The round limit is on the last observation as it was reported, not added to it afterwards.
-    assert conversation[-1].meta["notices"] == [events[-1].message]
+    # The round limit is on the last reply as it was reported, not added to it afterwards.
+    assert conversation[-1].meta["notices"] == [round_limit_notice(2)]
     assert all(isinstance(conversation[i].meta["duration_s"], float) for i in (2, 4))
 
 

@@ -29,10 +29,12 @@ def test_model_code_runs_in_the_kernel_and_the_model_reads_the_output(embedded_c
         Message.user("Write Python code that prints the sum of the numbers from 1 to 100."),
     ]
     prompts: list[list[Message]] = []
+    offered: list[list | None] = []
     original_stream = embedded_client.stream
 
     def recording_stream(messages, tools=None, **params):
         prompts.append(list(messages))
+        offered.append(tools)
         return original_stream(messages, tools, **params)
 
     with KernelSession(tmp_path / "work") as session:
@@ -62,10 +64,14 @@ def test_model_code_runs_in_the_kernel_and_the_model_reads_the_output(embedded_c
         again = check.execute(calls[0].code, timeout=30)
         assert (first.content, first.meta["status"]) == (again.to_observation(), again.status)
     # The second round's prompt ends with that observation. Reading its error, the model (greedy) wrote
-    # code again, so the turn ends at the round limit, its notice on that last observation.
+    # code again, so the round limit is reached: one last round, with no tools, ends the turn in words.
     assert prompts[1][-1].content == first.content
     assert len(calls) == 2 and calls[1].is_interpreter
-    roles = ["system", "user", "assistant", "observation", "assistant", "observation"]
+    assert offered == [[INTERPRETER_TOOL], [INTERPRETER_TOOL], None]
+    roles = ["system", "user", "assistant", "observation", "assistant", "observation", "assistant"]
     assert [m.role for m in conversation] == roles
-    assert conversation[-1].meta["notices"] == [round_limit_notice(2)]
-    assert events[-2:] == [RoundLimitReached(2), Notice(round_limit_notice(2))]
+    final = conversation[-1]
+    assert final.content.strip() and final.tool_calls == []
+    assert final.meta["notices"] == [round_limit_notice(2)]
+    limit = events.index(RoundLimitReached(2))
+    assert events[limit + 1] == Notice(round_limit_notice(2))

@@ -92,8 +92,8 @@ def test_the_round_limit_is_shown(page, monkeypatch):
     client.queue(*[[ToolCall("calculator", {"expression": f"{i}+1"})] for i in range(5)])
     app.chat_input(key="tool_input").set_value("keep calculating").run()
     assert not app.exception
-    assert len(client.requests) == 5
-    assert any("Stopped after 5 rounds" in info.value for info in app.info)
+    assert len(client.requests) == 6 and client.requests[-1][1] is None  # a last round, with no tools
+    assert any("Stopped calling tools after 5 rounds" in info.value for info in app.info)
 
 
 def test_regenerate_answers_the_last_message_again_and_replaces_the_reply(page):

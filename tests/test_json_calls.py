@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from glm_client.dialects.base import INTERPRETER_TOOL
 from glm_client.dialects.json_calls import (
     JsonCallParser,
     render_call_for_history,
@@ -466,3 +467,40 @@ SMOLLM2_LIKE = (
 )
 def test_template_supports_tools(template: str | None, expected: bool) -> None:
     assert template_supports_tools(template) is expected
+
+
+class ToolTemplateTokenizer:
+    """Just enough of a tokenizer whose chat template renders tools (Qwen2.5's layout)."""
+
+    chat_template = "{% if tools %}{% for tool in tools %}{{ tool | tojson }}{% endfor %}{% endif %}"
+
+
+def test_a_fenced_block_runs_as_code_on_a_template_with_tools() -> None:
+    """Raw reply of a Qwen2.5-0.5B-Instruct GGUF in Code Interpreter mode (issue 14): prose and a
+    correct fenced block, which never ran because fences counted only for templates without tools."""
+    from glm_client.dialects.chat_template import ChatTemplateDialect
+
+    dialect = ChatTemplateDialect(ToolTemplateTokenizer())
+    assert dialect.native_tools
+    code = (
+        "def sieve_of_eratosthenes(limit):\n"
+        "    is_prime = [True] * limit\n"
+        "    is_prime[0] = is_prime[1] = False\n"
+        "    for i in range(2, int(limit ** 0.5) + 1):\n"
+        "        if is_prime[i]:\n"
+        "            for j in range(i * i, limit, i):\n"
+        "                is_prime[j] = False\n"
+        "    return sum(is_prime)\n\n"
+        "print(sieve_of_eratosthenes(1000))"
+    )
+    reply = (
+        "To determine how many prime numbers are below 1000, we can use the Sieve of Eratosthenes algorithm.\n\n"
+        f"```python\n{code}\n```"
+    )
+    parser = dialect.new_parser([INTERPRETER_TOOL])
+    events = parser.feed(reply) + parser.finish()
+    [call] = calls_of(events)
+    assert call.is_interpreter and call.code == code and call.parse_error is None
+    # Outside the Code Interpreter the same fence stays text.
+    parser = dialect.new_parser(TOOLS)
+    assert normalized(parser.feed(reply) + parser.finish()) == [("text", reply)]

@@ -63,9 +63,10 @@ class ChatTemplateDialect:
 
     def new_parser(self, tools: list[ToolSchema] | None = None) -> JsonCallParser:
         ordinary, interpreter = split_interpreter(tools)
-        # A template with tool support calls the interpreter like any tool.
+        # A template with tool support calls the interpreter like any tool; a ```python fence
+        # runs too, since that is what models write when asked for code, tools or not.
         if self.native_tools:
-            return JsonCallParser(list(tools or []) or None)
+            return JsonCallParser(list(tools or []) or None, interpreter=interpreter)
         return JsonCallParser(ordinary or None, interpreter=interpreter)
 
     def call_syntax(self) -> CallSyntax:

@@ -43,17 +43,26 @@ def kernel_executor(session: KernelSession, timeout: float, on_wait: Callable[[f
     """
 
     def execute(call: ToolCall) -> Message:
-        if not call.is_interpreter:
+        code = call.code if call.is_interpreter else code_argument(call)
+        if code is None:
             return Message.observation(
                 f"Only the `interpreter` tool is available here, not `{call.name}`; write Python code instead.",
                 name=call.name,
                 tool_call_id=call.id,
                 is_error=True,
             )
+        observation = run(code, call.id)
+        if not call.is_interpreter:
+            # Small models invent a tool per task (`fibonacci`, `sort_list`) with the code as its argument.
+            observation.name = call.name
+            observation.meta["notices"] = [f"`{call.name}` is not a tool here: its `code` argument ran as Python."]
+        return observation
+
+    def run(code: str, call_id: str) -> Message:
         if on_wait is None:
-            return observation_of(session.execute(call.code, timeout=timeout), call.id)
+            return observation_of(session.execute(code, timeout=timeout), call_id)
         started = time.monotonic()
-        worker = WorkerThread(lambda: session.execute(call.code, timeout=timeout))
+        worker = WorkerThread(lambda: session.execute(code, timeout=timeout))
         try:
             while worker.is_alive():
                 worker.join(POLL_S)
@@ -62,6 +71,12 @@ def kernel_executor(session: KernelSession, timeout: float, on_wait: Callable[[f
             session.interrupt()
             worker.join(INTERRUPT_GRACE_S)
             raise
-        return observation_of(worker.result(), call.id)
+        return observation_of(worker.result(), call_id)
 
     return execute
+
+
+def code_argument(call: ToolCall) -> str | None:
+    """The code a call to some other tool carries (`{"code": "..."}`), or None: nothing to run."""
+    code = call.arguments.get("code")
+    return code if isinstance(code, str) and code.strip() and not call.parse_error else None

@@ -144,3 +144,14 @@ def test_deleting_a_conversation_removes_its_files(page, tmp_path):
     assert (workdir / "data.txt").exists()
     app.sidebar.button(key="code_interpreter_delete").click().run()
     assert not workdir.exists()
+
+
+def test_an_invented_tool_with_a_code_argument_runs_as_code(page):
+    """Issue 14: a small model calls `sum_of_integers`, `fibonacci`, … each with a code argument;
+    that code runs, with a notice, instead of a refusal that wastes the round."""
+    app, client = page
+    client.queue([ToolCall("sum_of_integers", {"code": "print(sum(range(1, 101)))"})], "The sum is 5050.")
+    app.chat_input(key="code_interpreter_input").set_value("Add the numbers from 1 to 100").run()
+    observation = client.requests[1][0][-1]
+    assert (observation.content, observation.name, observation.is_error) == ("5050\n", "sum_of_integers", False)
+    assert "`sum_of_integers` is not a tool here: its `code` argument ran as Python." in [i.value for i in app.info]

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from glm_client.dialects.base import INTERPRETER_TOOL
 from glm_client.dialects.json_calls import (
     JsonCallParser,
+    parse_bare_calls,
+    parse_call_block,
     render_call_for_history,
     render_observation_for_history,
     template_supports_tools,
@@ -504,3 +506,79 @@ def test_a_fenced_block_runs_as_code_on_a_template_with_tools() -> None:
     # Outside the Code Interpreter the same fence stays text.
     parser = dialect.new_parser(TOOLS)
     assert normalized(parser.feed(reply) + parser.finish()) == [("text", reply)]
+
+
+# --- JSON as small models write it (issue 14's raw replies) -----------------------------------
+NUMPY_CODE = "\nimport numpy as np\nprint(np.arange(1, 101).sum())\n"
+
+
+def test_a_fenced_json_call_with_a_python_triple_quoted_string_runs():
+    reply = f'```json\n{{"name": "interpreter", "arguments": {{"code": """{NUMPY_CODE}"""}}}}\n```'
+    [call] = calls_of(run(reply, tools=[INTERPRETER_TOOL]))
+    assert (call.name, call.arguments, call.parse_error) == (INTERPRETER, {"code": NUMPY_CODE}, None)
+
+
+def test_several_bare_calls_one_per_line_are_all_parsed():
+    reply = (
+        '{"name": "sort_list", "arguments": {"code": "print(sorted([3, 1, 2]))"}}\n'
+        '{"name": "interpreter", "arguments": {"code": "print(1 + 1)"}}'
+    )
+    calls = calls_of(run(reply, tools=[INTERPRETER_TOOL], interpreter=True))
+    assert [(call.name, call.arguments["code"]) for call in calls] == [
+        ("sort_list", "print(sorted([3, 1, 2]))"),
+        (INTERPRETER, "print(1 + 1)"),
+    ]
+    assert not text_of(run(reply, tools=[INTERPRETER_TOOL], interpreter=True))
+
+
+def test_a_made_up_result_after_an_echoed_call_is_not_shown_as_the_answer():
+    reply = '{"name": "calculator", "arguments": {"expression": "6 * 7"}}\n{"response": "42.0"}'
+    events = run(reply)
+    assert [(call.name, call.arguments) for call in calls_of(events)] == [("calculator", {"expression": "6 * 7"})]
+    assert text_of(events) == ""
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "{'name': 'get_weather', 'arguments': {'city': 'Paris'}}",  # single quotes
+        '{"name": "get_weather", "arguments": {"city": "Paris",},}',  # trailing commas
+        '{"name": "get_weather", // the tool\n "arguments": {"city": "Paris"}}',  # a comment
+    ],
+)
+def test_tagged_calls_in_near_json_are_recovered(block):
+    [call] = calls_of(run(f"<tool_call>{block}</tool_call>"))
+    assert (call.name, call.arguments, call.parse_error) == ("get_weather", {"city": "Paris"}, None)
+
+
+def test_python_and_json_literals_are_both_read():
+    for literals in ('{"flag": True, "x": None}', '{"flag": true, "x": null}'):
+        [call] = calls_of(run(f'<tool_call>{{"name": "get_weather", "arguments": {literals}}}</tool_call>'))
+        assert call.arguments == {"flag": True, "x": None}
+
+
+def test_what_cannot_be_recovered_stays_a_parse_error():
+    [call] = calls_of(run('<tool_call>{"name": "get_weather", "arguments": {"city": Paris}}</tool_call>'))
+    assert call.name == "get_weather" and call.parse_error.startswith("The tool call is not valid JSON: ")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_the_parser_never_raises_and_finds_no_call_without_a_name(text):
+    events = run(text, tools=[WEATHER, INTERPRETER_TOOL])
+    if "name" not in text and "\\u" not in text and "<tool_call>" not in text:  # no call shape
+        assert calls_of(events) == [] and parse_bare_calls(text) is None
+    parse_call_block(text, text)  # a malformed block is a parse-error call, never an exception
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda kids: st.lists(kids) | st.dictionaries(st.text(), kids),
+    )
+)
+def test_json_values_that_are_not_calls_stay_text(value):
+    text = json.dumps(value, ensure_ascii=False)
+    if "name" not in text:
+        assert calls_of(run(text)) == [] and parse_bare_calls(text) is None

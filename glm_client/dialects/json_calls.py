@@ -4,8 +4,11 @@ Recognised, in any chunking of the text:
 
 - `<tool_call>{"name": "f", "arguments": {...}}</tool_call>` blocks (Qwen, Hermes), any
   number, with prose around them; a block may hold a JSON list of calls (SmolLM2);
-- a bare call as the whole reply, `{"name": ..., "arguments"|"parameters": {...}}` or a
-  list of them, perhaps in a ```json fence (Llama 3) - only when tools were offered;
+- a bare call as the whole reply, `{"name": ..., "arguments"|"parameters": {...}}`, a
+  list of them or several one per line, perhaps in a ```json fence (Llama 3) - only when
+  tools were offered; a made-up result after the calls is dropped;
+- inside any of these, JSON as small models write it (single quotes, trailing commas,
+  comments, Python triple-quoted strings and literals: tolerant_json.py), never guessed;
 - in interpreter mode, a ```python fence: its code becomes an INTERPRETER call and the
   reply ends there, since the model must wait for the result.
 
@@ -18,6 +21,7 @@ import json
 import re
 from typing import Any, Literal
 
+from glm_client.dialects import tolerant_json
 from glm_client.dialects.base import ToolSchema
 from glm_client.dialects.tool_prompt import (
     CALL_FORMAT,
@@ -239,14 +243,12 @@ def parse_call_block(content: str, raw: str, *, closed: bool = True, interpreter
     body = _unfence(content)
     if not body:
         return [_error_call("", raw, f"The tool call is empty. {FORMAT_HINT}")]
-    try:
-        value = json.loads(body)
-    except json.JSONDecodeError as error:
+    values = tolerant_json.load_several(body)
+    if values is None:
         problem = "is not valid JSON" if closed else "was cut off before </tool_call>"
-        message = f"The tool call {problem}: {_describe(error)}. {FORMAT_HINT}"
+        message = f"The tool call {problem}: {_json_problem(body)}. {FORMAT_HINT}"
         return [_error_call(_guess_name(content, interpreter), raw, message)]
-    items = value if isinstance(value, list) else [value]
-    return _calls_from_items(items, raw, interpreter)
+    return _calls_from_items(_flatten(values), raw, interpreter)
 
 
 def parse_bare_calls(text: str, interpreter: bool = False) -> list[ToolCall] | None:
@@ -256,14 +258,28 @@ def parse_bare_calls(text: str, interpreter: bool = False) -> list[ToolCall] | N
     counts, so a reply that merely answers in JSON stays prose.
     """
     raw = text.strip()
-    try:
-        value = json.loads(_unfence(raw))
-    except json.JSONDecodeError:
-        return None
-    items = value if isinstance(value, list) else [value]
+    values = tolerant_json.load_several(_unfence(raw))
+    items = _flatten(values or [])
+    # A call followed by a result the model made up ({"response": "42.0"}): the result is not shown.
+    while len(items) > 1 and _looks_like_call(items[0]) and not _looks_like_call(items[-1]):
+        items.pop()
     if not items or not all(_looks_like_call(item) for item in items):
         return None
     return _calls_from_items(items, raw, interpreter)
+
+
+def _flatten(values: list[Any]) -> list[Any]:
+    """Calls written one after another, each perhaps a list of calls, as one list."""
+    return [item for value in values for item in (value if isinstance(value, list) else [value])]
+
+
+def _json_problem(text: str) -> str:
+    """What is wrong with `text` as JSON, in words."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as error:
+        return _describe(error)
+    return "it holds several values that are not all calls"
 
 
 def _calls_from_items(items: list[Any], raw: str, interpreter: bool) -> list[ToolCall]:
@@ -284,9 +300,10 @@ def _call_from_item(item: Any, interpreter: bool) -> ToolCall:
     arguments = item.get("arguments", item.get("parameters"))
     if isinstance(arguments, str):  # OpenAI style: the arguments object encoded as a string
         try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as error:
-            message = f"The arguments of the call to {name!r} are not valid JSON: {_describe(error)}. {FORMAT_HINT}"
+            arguments = tolerant_json.load(arguments) if arguments.strip() else {}
+        except ValueError:
+            problem = _json_problem(arguments)
+            message = f"The arguments of the call to {name!r} are not valid JSON: {problem}. {FORMAT_HINT}"
             return _error_call(name, None, message)
     if arguments is None:
         arguments = {}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from glm_client.agent import run_turn
 from ui.page import ModePage
+from ui.prompts import CHAT_SYSTEM_PROMPT
 
-page = ModePage("chat", {"system_prompt": "You are a helpful, concise assistant."})
+page = ModePage("chat", {"system_prompt": CHAT_SYSTEM_PROMPT})
 params = page.sidebar_settings()
 page.keep_settings()
 page.show_history("💬 Chat")

@@ -16,19 +16,13 @@ from ui.conversation import CallProgress
 from ui.kernels import session_kernel_slot
 from ui.model import settings
 from ui.page import ModePage
+from ui.prompts import CODE_INTERPRETER_SYSTEM_PROMPT
 from ui.render import safe_label, safe_markdown
 
 MODE = "code_interpreter"
 IDLE_KERNEL_S = 30 * 60  # a kernel unused this long is shut down; the next run starts a fresh one
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 MAX_DOWNLOAD_BUTTONS = 50
-SYSTEM_PROMPT_TEMPLATE = (
-    "You are a helpful assistant that solves tasks by writing Python code. "
-    "Write the code in one ```python block; it runs in a Jupyter kernel and you will see its output "
-    "(text, tables; plots appear to the user as [Image]). numpy, pandas and matplotlib are installed. "
-    "Files are in {cwd}: the user's uploads are there; save new files there. "
-    "There is no internet access. When you have the result, answer in words."
-)
 
 
 def kernel_sidebar(kernel: KernelSession) -> None:
@@ -107,7 +101,7 @@ def kernel_state_notice(kernel: KernelSession, page: ModePage) -> None:
 shutdown_idle(IDLE_KERNEL_S)
 # Sandboxed, the directory is /mnt/data for every conversation; otherwise the kernel starts in it.
 where = MOUNT_POINT if configured_sandbox().sandboxed else "the current working directory"
-page = ModePage(MODE, {"system_prompt": SYSTEM_PROMPT_TEMPLATE.format(cwd=where), "temperature": 0.3})
+page = ModePage(MODE, {"system_prompt": CODE_INTERPRETER_SYSTEM_PROMPT.format(cwd=where), "temperature": 0.3})
 kernel = session_kernel_slot().kernel_for(page.conversation.id)
 params = page.sidebar_settings(system_prompt_height=200)
 kernel_sidebar(kernel)

@@ -17,11 +17,11 @@ from ui import state
 from ui.conversation import call_title
 from ui.model import settings
 from ui.page import ModePage
+from ui.prompts import TOOL_SYSTEM_PROMPT
 from ui.render import safe_markdown
 from ui.workspace import conversation_workdir
 
 MODE = "tool"
-DEFAULT_SYSTEM_PROMPT = "Answer the following questions as best as you can. Use a tool when it helps."
 
 
 @st.cache_resource(show_spinner=False)
@@ -64,7 +64,7 @@ def mark_unanswered(page: ModePage) -> None:
 page = ModePage(
     MODE,
     {
-        "system_prompt": DEFAULT_SYSTEM_PROMPT,
+        "system_prompt": TOOL_SYSTEM_PROMPT,
         "temperature": 0.2,  # tool calls are more reliable at low temperature
         "manual": False,
         "definitions": EXAMPLE,

@@ -349,7 +349,9 @@ class SlowScriptedClient(ScriptedClient):
 
 
 def story(name: str) -> str:
-    return f"{name} begins. " + " ".join(f"{name}{i}" for i in range(200)) + " The end."
+    # Long enough (about 2 minutes at the scripted pace) that it is still streaming whenever a
+    # loaded machine gets to the click; a stopped stream ends early, so this costs nothing.
+    return f"{name} begins. " + " ".join(f"{name}{i}" for i in range(2000)) + " The end."
 
 
 def stored_conversations(data_dir: Path) -> list:

@@ -580,5 +580,5 @@ def test_the_parser_never_raises_and_finds_no_call_without_a_name(text):
 )
 def test_json_values_that_are_not_calls_stay_text(value):
     text = json.dumps(value, ensure_ascii=False)
-    if "name" not in text:
+    if "name" not in text and "<tool_call>" not in text:  # a tag is a call's shape, even around nothing
         assert calls_of(run(text)) == [] and parse_bare_calls(text) is None

@@ -64,6 +64,8 @@ def test_history_bodies_and_expander_labels_are_sanitised():
 
 
 def stream_script() -> None:
+    import streamlit as st
+
     from glm_client import Done, Message, TextDelta, ToolCall, ToolCallStart
     from glm_client.agent import ObservationEvent
     from ui.conversation import stream_turn
@@ -81,7 +83,8 @@ def stream_script() -> None:
                 TextDelta("Found <img src=https://attacker.example/x.png>"),
                 Done("error", error="Server said: ![e](https://attacker.example/error.png)"),
             ]
-        )
+        ),
+        st.bottom.empty(),
     )
 
 

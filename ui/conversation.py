@@ -154,17 +154,19 @@ class CallProgress:
 
 def stream_turn(
     events: Iterator[AgentEvent],
+    stop_area: Any,
     progress: CallProgress | None = None,
     on_text: Callable[[str], None] | None = None,
     stop_key: str = "stop",
 ) -> None:
-    """Render one agent turn live inside an assistant bubble, with a Stop button under it.
+    """Render one agent turn live inside an assistant bubble, with a Stop button in `stop_area`.
 
     `on_text(reply_so_far)` follows the streamed text (to save drafts). Clicking Stop, like
     any other widget, makes Streamlit end this run at its next redraw and start the next.
     """
     bubble = st.chat_message("assistant", avatar=AVATARS["assistant"])
-    st.button("⏹ Stop", key=stop_key, help="Stop the reply here; what it wrote so far is kept")
+    st.empty()  # takes the place of the last run's Regenerate/Clear, so none show under a streaming reply
+    stop_area.button("⏹ Stop", key=stop_key, help="Stop the reply here; what it wrote so far is kept")
     with bubble:
         text_box = st.empty()
         st.empty()  # takes the place of the old reply's caption, so no stale "Stopped" shows under this one
@@ -222,7 +224,11 @@ def stream_turn(
 
 
 def answer(
-    conversation: OpenConversation, start_turn: StartTurn, progress: CallProgress | None = None, stop_key: str = "stop"
+    conversation: OpenConversation,
+    start_turn: StartTurn,
+    stop_area: Any,
+    progress: CallProgress | None = None,
+    stop_key: str = "stop",
 ) -> None:
     """Stream one turn into the page and the store: drafts while text streams, and each
     message once the turn reports it final.
@@ -245,7 +251,7 @@ def answer(
     cancel = threading.Event()
     events = start_turn(save_message, cancel)
     try:
-        stream_turn(events, progress, on_text=save_draft, stop_key=stop_key)
+        stream_turn(events, stop_area, progress, on_text=save_draft, stop_key=stop_key)
     finally:
         cancel.set()
         events.close()  # run_turn appends and reports the partial reply now

@@ -31,6 +31,7 @@ class ModePage:
         self.defaults = {**SAMPLING_DEFAULTS, **defaults}
         self.client: Client = model.get_client()  # looked up on each run: tests replace it
         self.conversation = state.current(mode)
+        self._stop_area: Any = None  # set by chat_input
         self._restore_settings()
         history_sidebar(self.conversation)
 
@@ -84,7 +85,12 @@ class ModePage:
         render_history(self.messages)
 
     def chat_input(self, placeholder: str, accept_file: bool = False) -> Any:
-        """The input; sending while a reply streams ends that reply first (it is kept, marked stopped)."""
+        """The input; sending while a reply streams ends that reply first (it is kept, marked stopped).
+
+        The Stop button of a streaming reply is drawn just above it, in the pinned bottom area:
+        under the reply it moved down with every line, so a click could land on the text instead.
+        """
+        self._stop_area = st.bottom.empty()
         return st.chat_input(placeholder, accept_file="multiple" if accept_file else False, key=self.key("input"))
 
     def add_user_message(self, text: str) -> None:
@@ -96,7 +102,8 @@ class ModePage:
     def respond(self, start_turn: StartTurn, progress: CallProgress | None = None) -> None:
         """Answer when asked (then rerun, to draw the saved result); otherwise draw the reply controls."""
         if state.should_answer(self.mode, self.messages):
-            answer(self.conversation, start_turn, progress, stop_key=self.key("stop"))
+            stop_area = self._stop_area if self._stop_area is not None else st.bottom.empty()
+            answer(self.conversation, start_turn, stop_area, progress, stop_key=self.key("stop"))
             st.rerun()
         self.reply_controls()
 

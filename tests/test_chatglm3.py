@@ -312,3 +312,35 @@ def test_malformed_call_is_replayed_as_written(dialect, sp, ids):
     answer = parse_reply(dialect, dialect.decode(reply), [WEATHER_TOOL])
     assert "positional" in answer.tool_calls[0].parse_error
     assert dialect.encode([*conversation, answer]) == dialect.encode(conversation) + reply + [ids["<|assistant|>"]]
+
+
+# --- issue 14's patterns as ChatGLM3 writes them ---------------------------------------------------
+SIEVE = "def primes_below(limit):\n    return sum(all(n % d for d in range(2, n)) for n in range(2, limit))\n\nprint(primes_below(1000))"
+
+
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_a_fenced_block_in_prose_runs_as_code_in_the_code_interpreter(dialect, chunk):
+    """The reply skips the `interpreter` metadata and writes prose with a fence, as asked for code."""
+    prose = "To count the primes below 1000, we can test each number."
+    reply = f"\n {prose}\n\n{FENCE}python\n{SIEVE}\n{FENCE}"
+    parser = dialect.new_parser([INTERPRETER_TOOL])
+    pieces = [reply] if chunk is None else list(reply)
+    events = [event for piece in pieces for event in parser.feed(piece)] + parser.finish()
+    [call] = [event for event in events if isinstance(event, ToolCall)]
+    assert (call.name, call.code, call.parse_error) == (INTERPRETER, SIEVE, None)
+    assert "".join(event.text for event in events if isinstance(event, TextDelta)).strip() == prose
+    # With ordinary tools only, the same fence is prose.
+    parser = dialect.new_parser([WEATHER_TOOL])
+    events = parser.feed(reply) + parser.finish()
+    assert not [event for event in events if isinstance(event, ToolCall)]
+    assert "".join(event.text for event in events if isinstance(event, TextDelta)) == reply.removeprefix("\n ")
+
+
+def test_an_invented_tool_with_a_code_argument_reaches_the_executor_as_that_call(dialect):
+    """The executor runs such a call's code (tests/test_code_interpreter_page.py); here the
+    ChatGLM3 form of it, with a triple-quoted string, parses to that call."""
+    code = "total = sum(range(1, 101))\nprint(total)"
+    reply = f'sum_of_integers\n {FENCE}python\ntool_call(code="""{code}""")\n{FENCE}'
+    parser = dialect.new_parser([INTERPRETER_TOOL])
+    [call] = [event for event in parser.feed(reply) + parser.finish() if isinstance(event, ToolCall)]
+    assert (call.name, call.arguments, call.parse_error) == ("sum_of_integers", {"code": code}, None)

@@ -158,7 +158,7 @@ class ChatGLM3Dialect:
         return self.vocab.decode(ids)
 
     def new_parser(self, tools: list[ToolSchema] | None = None) -> ChatGLM3Parser:
-        return ChatGLM3Parser(tools)
+        return ChatGLM3Parser(tools, interpreter=split_interpreter(tools)[1])
 
     def call_syntax(self) -> None:
         """Not yet: a forced call would need a grammar of Python-literal `tool_call(...)` arguments."""

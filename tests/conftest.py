@@ -47,6 +47,15 @@ def scripted() -> ScriptedClient:
     return ScriptedClient()
 
 
+@pytest.fixture
+def page_model(monkeypatch, scripted: ScriptedClient) -> ScriptedClient:
+    """A ScriptedClient the mode pages use as their model."""
+    import ui.model
+
+    monkeypatch.setattr(ui.model, "get_client", lambda: scripted)
+    return scripted
+
+
 @pytest.fixture(scope="module")
 def live(request):
     """A ScriptedClient behind the project's API server on 127.0.0.1, one per test module:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
+from pages import open_page
 from streamlit.testing.v1 import AppTest
 
 import ui.model
@@ -13,29 +12,13 @@ import ui.state
 from glm_client import TextDelta
 from glm_client.testing import ScriptedClient
 
-PAGES = Path(__file__).resolve().parent.parent / "modes"
-
-
-@pytest.fixture
-def client(monkeypatch):
-    scripted = ScriptedClient()
-    monkeypatch.setattr(ui.model, "get_client", lambda: scripted)
-    return scripted
-
-
-def open_page(name: str = "chat.py", **query: str) -> AppTest:
-    app = AppTest.from_file(str(PAGES / name), default_timeout=60)
-    for key, value in query.items():
-        app.query_params[key] = value
-    return app.run()
-
 
 def bubbles(app: AppTest) -> list[str]:
     return [" ".join(md.value for md in message.markdown) for message in app.chat_message]
 
 
-def test_a_reload_with_the_id_in_the_url_restores_the_conversation(client):
-    client.queue("Paris is the capital.")
+def test_a_reload_with_the_id_in_the_url_restores_the_conversation(page_model):
+    page_model.queue("Paris is the capital.")
     app = open_page()
     app.chat_input(key="chat_input").set_value("Capital of France?").run()
     conversation_id = app.query_params["c"][0] if isinstance(app.query_params["c"], list) else app.query_params["c"]
@@ -48,8 +31,8 @@ def test_a_reload_with_the_id_in_the_url_restores_the_conversation(client):
     assert bubbles(reloaded) == ["Capital of France?", "Paris is the capital."]
 
 
-def test_regenerate_replaces_the_stored_reply(client):
-    client.queue("first", "second")
+def test_regenerate_replaces_the_stored_reply(page_model):
+    page_model.queue("first", "second")
     app = open_page()
     app.chat_input(key="chat_input").set_value("q").run()
     app.button(key="chat_regenerate").click().run()
@@ -58,8 +41,8 @@ def test_regenerate_replaces_the_stored_reply(client):
     assert [m.content for m in stored.messages if m.role != "system"] == ["q", "second"]
 
 
-def test_the_sidebar_lists_searches_and_opens_past_conversations(client):
-    client.queue("about cats", "about dogs")
+def test_the_sidebar_lists_searches_and_opens_past_conversations(page_model):
+    page_model.queue("about cats", "about dogs")
     app = open_page()
     app.chat_input(key="chat_input").set_value("Tell me about cats").run()
     app.sidebar.button(key="chat_new").click().run()
@@ -74,8 +57,8 @@ def test_the_sidebar_lists_searches_and_opens_past_conversations(client):
     assert bubbles(app) == ["Tell me about cats", "about cats"]
 
 
-def test_rename_export_and_delete(client):
-    client.queue("hello back")
+def test_rename_export_and_delete(page_model):
+    page_model.queue("hello back")
     app = open_page()
     app.chat_input(key="chat_input").set_value("hello").run()
     (summary,) = ui.state.conversation_store().list("chat")
@@ -103,8 +86,8 @@ class StoppedMidStream(ScriptedClient):
 
 
 def test_a_stop_mid_stream_keeps_the_partial_reply_marked_interrupted(monkeypatch):
-    client = StoppedMidStream()
-    monkeypatch.setattr(ui.model, "get_client", lambda: client)
+    page_model = StoppedMidStream()
+    monkeypatch.setattr(ui.model, "get_client", lambda: page_model)
     app = open_page()
     app.chat_input(key="chat_input").set_value("talk to me").run()
     (summary,) = ui.state.conversation_store().list("chat")
@@ -115,7 +98,7 @@ def test_a_stop_mid_stream_keeps_the_partial_reply_marked_interrupted(monkeypatc
     assert any("Stopped before the reply was finished" in caption.value for caption in reloaded.caption)
 
 
-def test_an_imported_json_conversation_opens_in_its_page(client):
+def test_an_imported_json_conversation_opens_in_its_page(page_model):
     document = {
         "title": "Imported chat",
         "messages": [

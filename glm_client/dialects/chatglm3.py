@@ -17,8 +17,9 @@ from typing import Any, NamedTuple
 
 from sentencepiece import SentencePieceProcessor
 
-from glm_client.dialects.base import ToolSchema, function_of, split_interpreter
+from glm_client.dialects.base import OutputParser, ToolSchema, function_of, split_interpreter
 from glm_client.dialects.chatglm3_parser import ChatGLM3Parser, render_tool_call
+from glm_client.dialects.code_fences import CodeFences
 from glm_client.messages import INTERPRETER, Message, ToolCall
 
 # Appended after the SentencePiece vocabulary, in this order.
@@ -157,8 +158,9 @@ class ChatGLM3Dialect:
         """
         return self.vocab.decode(ids)
 
-    def new_parser(self, tools: list[ToolSchema] | None = None) -> ChatGLM3Parser:
-        return ChatGLM3Parser(tools, interpreter=split_interpreter(tools)[1])
+    def new_parser(self, tools: list[ToolSchema] | None = None) -> OutputParser:
+        parser = ChatGLM3Parser(tools)
+        return CodeFences(parser) if split_interpreter(tools)[1] else parser
 
     def call_syntax(self) -> None:
         """Not yet: a forced call would need a grammar of Python-literal `tool_call(...)` arguments."""

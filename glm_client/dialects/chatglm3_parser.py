@@ -5,9 +5,6 @@ A reply is one or more segments separated by `<|assistant|>`; each segment is
 any other metadata names a tool whose arguments are a fenced
 `tool_call(name=value, ...)` block. The block is parsed with `ast`, never
 evaluated, and only literal values are accepted.
-
-When the interpreter is offered, a ```python fence inside prose runs as code too:
-models asked for code write one, whatever their native way to call the interpreter.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ from keyword import iskeyword
 from typing import Any, Literal
 
 from glm_client.dialects.base import ToolSchema, function_of
-from glm_client.dialects.json_calls import JsonCallParser
 from glm_client.events import Event, TextDelta, ToolCallStart
 from glm_client.messages import INTERPRETER, ToolCall
 
@@ -44,9 +40,8 @@ class ChatGLM3Parser:
     that skips the metadata line is shown rather than lost.
     """
 
-    def __init__(self, tools: list[ToolSchema] | None = None, interpreter: bool = False) -> None:
+    def __init__(self, tools: list[ToolSchema] | None = None) -> None:
         self._known_names = {function_of(tool).get("name") for tool in tools or []} | {INTERPRETER}
-        self._interpreter = interpreter
         self._pending = ""  # may be the beginning of a separator
         self._start_segment()
 
@@ -74,8 +69,6 @@ class ChatGLM3Parser:
         self._metadata = ""
         self._body = ""
         self._content_started = False
-        # Prose is read for python fences (interpreter mode) by the parser that finds them in JSON dialects.
-        self._prose = JsonCallParser(interpreter=self._interpreter)
 
     def _segment_text(self, text: str) -> list[Event]:
         if self._kind == "head":
@@ -84,14 +77,14 @@ class ChatGLM3Parser:
         if self._kind == "call":
             self._body += content
             return []
-        return self._prose.feed(content) if content else []
+        return [TextDelta(content)] if content else []
 
     def _read_head(self, text: str) -> list[Event]:
         self._head += text
         line, newline, rest = self._head.partition("\n")
         if not _METADATA_LINE.fullmatch(line):
             self._kind, self._content_started = "prose", True
-            return self._prose.feed(self._head)
+            return [TextDelta(self._head)]
         if not newline:
             return []
         self._metadata = line
@@ -113,8 +106,6 @@ class ChatGLM3Parser:
         if self._kind == "call":
             name = self._metadata.strip()
             events = [parse_call(name, self._body, raw=f"{self._metadata}\n{self._body}")]
-        elif self._kind == "prose":
-            events = self._prose.finish()
         elif self._kind == "head" and self._head.strip():
             events = self._unterminated_head()
         self._start_segment()
@@ -204,12 +195,12 @@ def _json_value(value: Any) -> Any:
 
 def render_tool_call(arguments: dict[str, Any]) -> str:
     """`tool_call(key=literal, ...)` as the model writes it (double-quoted strings); parse_tool_call reads it back."""
-    named = [f"{key}={python_literal(value)}" for key, value in arguments.items() if _is_keyword_name(key)]
-    others = {key: value for key, value in arguments.items() if not _is_keyword_name(key)}
+    named = [f"{key}={python_literal(value)}" for key, value in arguments.items() if is_keyword_name(key)]
+    others = {key: value for key, value in arguments.items() if not is_keyword_name(key)}
     return "tool_call(" + ", ".join(named + ([f"**{python_literal(others)}"] if others else [])) + ")"
 
 
-def _is_keyword_name(key: str) -> bool:
+def is_keyword_name(key: str) -> bool:
     # Python NFKC-normalises identifiers ("ﬀ" reads back as "ff"), so those keys go through **{...}.
     return key.isidentifier() and not iskeyword(key) and unicodedata.normalize("NFKC", key) == key
 

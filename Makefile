@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 API_PORT ?= 8000
 
-.PHONY: run test serve chat setup setup-dev debian-packages lint format bench bench-deps clean-cache
+.PHONY: run test serve chat mcp setup setup-dev debian-packages lint format bench bench-deps clean-cache
 
 run: setup
 	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
@@ -21,6 +21,11 @@ run: setup
 # The OpenAI-compatible API server on the configured model.
 serve: setup
 	$(PY) -m glm_client.server --host $(HOST) --port $(API_PORT)
+
+# The workbench's Python tools as an MCP server: stdio by default; ARGS="--http --port 8765" for
+# Streamable HTTP on 127.0.0.1 (SERVER_API_KEY, when set, is the bearer token clients must send).
+mcp: setup
+	$(PY) -m tools.mcp_server $(ARGS)
 
 # Terminal chat; e.g. make chat ARGS="--tools" or ARGS="--interpreter".
 chat: setup

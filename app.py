@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from tools.mcp_manager import load_in_background
 from ui.access import password_entered, require_password
+from ui.model import settings
 
 st.set_page_config(page_title="GLM Workbench", page_icon="🧪", layout="wide")
 
@@ -20,5 +22,6 @@ pages = [
 # logging in from /code_interpreter lands there. Nothing of a page runs before the gate.
 navigation = st.navigation(pages, position="sidebar" if password_entered() else "hidden")
 require_password()
+load_in_background(settings())  # MCP servers connect on a thread: a slow or dead one never blocks a page
 st.sidebar.caption("GLM Workbench · models run on this machine")
 navigation.run()

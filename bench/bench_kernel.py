@@ -11,24 +11,37 @@ Run: .venv/bin/python bench/bench_kernel.py [--runs 100] [--starts 3]
    constructing a session plus its first execute, which launches the kernel).
 3. The bubblewrap sandbox: round trip and cold start of a sandboxed session against an
    unsandboxed one, interleaved. Targets: round trip <= 1.1x, cold start <= +0.3 s.
+4. A kernel on a Jupyter Kernel Gateway: round trip of `1+1` through a GatewayKernelSession
+   (REST start, websocket channels) against a local KernelSession, both unsandboxed,
+   interleaved. The gateway is KERNEL_GATEWAY_URL (+ KERNEL_GATEWAY_TOKEN) if set, else a
+   jupyter-kernelgateway started here on 127.0.0.1 with a token. Target: <= 2x local.
 (1 and 2 run unsandboxed, as the raw client's kernel does.)
+Only the gateway figures: --gateway-only.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import httpx
 from jupyter_client import BlockingKernelClient, KernelManager
 from jupyter_client.kernelspec import KernelSpec
 
 from kernel import KernelSession
+from kernel.gateway import GatewayConfig, GatewayKernelSession, configured_gateway
 from kernel.process import kernel_env, kernel_spec
 from sandbox import SandboxChoice, bwrap_problem
 
@@ -129,6 +142,77 @@ def sandbox_costs(runs: int, starts: int) -> tuple[list[float], list[float], lis
     return boxed, free, cold_boxed, cold_free
 
 
+@contextmanager
+def kernel_gateway() -> Iterator[GatewayConfig]:
+    """The configured gateway, or a jupyter-kernelgateway on a free local port with a fresh token."""
+    configured = configured_gateway()
+    if configured is not None:
+        yield configured
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = secrets.token_hex(16)
+    env = dict(os.environ, KG_AUTH_TOKEN=token)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kernel_gateway", "--KernelGatewayApp.ip=127.0.0.1", f"--KernelGatewayApp.port={port}"],
+        cwd=tempfile.mkdtemp(prefix="bench-gateway-"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{url}/api", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield GatewayConfig(url=url, token=token)
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def gateway_costs(runs: int) -> tuple[list[float], list[float], float, float]:
+    """Round trips through the gateway and locally, interleaved; and one cold start of each."""
+    remote_times, local_times = [], []
+    with kernel_gateway() as config:
+        started = time.perf_counter()
+        remote = GatewayKernelSession(gateway=config)
+        assert remote.execute(CODE).text == "2"
+        cold_remote = time.perf_counter() - started
+        cold_local = cold_start(UNCONFINED)
+        with remote, KernelSession(sandbox=UNCONFINED) as local:
+            for _ in range(10):
+                remote.execute(CODE)
+                local.execute(CODE)
+            for run in range(runs):
+                for session, times in [(remote, remote_times), (local, local_times)][:: 1 if run % 2 else -1]:
+                    started = time.perf_counter()
+                    result = session.execute(CODE)
+                    times.append(time.perf_counter() - started)
+                    assert result.text == "2", result.to_observation()
+    return remote_times, local_times, cold_remote, cold_local
+
+
+def print_gateway(runs: int) -> None:
+    remote, local, cold_remote, cold_local = gateway_costs(runs)
+    print(f"Kernel gateway, median of {runs} interleaved round trips of {CODE!r}")
+    print(
+        f"  through the gateway (websocket)  {ms(statistics.median(remote))}   (p90 {ms(sorted(remote)[int(0.9 * len(remote))])})"
+    )
+    print(
+        f"  local KernelSession              {ms(statistics.median(local))}   (p90 {ms(sorted(local)[int(0.9 * len(local))])})"
+    )
+    print(
+        f"  ratio gateway / local            {statistics.median(remote) / statistics.median(local):8.2f} x   (target <= 2.00 x)"
+    )
+    print(f"  cold start + first run: gateway {ms(cold_remote)}, local {ms(cold_local)}")
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:8.2f} ms"
 
@@ -137,7 +221,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=100, help="round trips per client (default 100)")
     parser.add_argument("--starts", type=int, default=3, help="kernel starts per first-run case (default 3)")
+    parser.add_argument("--gateway-only", action="store_true", help="only the kernel gateway figures (4)")
     args = parser.parse_args()
+    if args.gateway_only:
+        print_gateway(args.runs)
+        return
 
     ours, raw = round_trips(args.runs)
     ratio = statistics.median(ours) / statistics.median(raw)
@@ -150,6 +238,8 @@ def main() -> None:
     print(f"First execution, median of {args.starts} kernels")
     print(f"  pre-warmed (start() first)  {ms(statistics.median(warm))}")
     print(f"  cold (construct + execute)  {ms(statistics.median(cold))}")
+
+    print_gateway(args.runs)
 
     if problem := bwrap_problem():
         print(f"Sandbox figures skipped: {problem}")

@@ -15,7 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from glm_client.config import ConfigError, GenerationParams, Settings
-from glm_client.events import Done, Event, Notice, TextDelta, Timings, ToolCallStart, Usage
+from glm_client.events import Done, Event, Notice, ReasoningDelta, TextDelta, Timings, ToolCallStart, Usage
 from glm_client.messages import INTERPRETER, Message, ToolCall
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ __all__ = [
     "ModelInfo",
     "ModelLoadError",
     "Notice",
+    "ReasoningDelta",
     "Settings",
     "TextDelta",
     "Timings",

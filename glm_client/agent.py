@@ -23,7 +23,7 @@ from typing import Any
 from glm_client.client import Client
 from glm_client.config import DEFAULT_MAX_ROUNDS
 from glm_client.dialects.base import ToolSchema
-from glm_client.events import Done, Event, Notice, TextDelta
+from glm_client.events import Done, Event, Notice, ReasoningDelta, TextDelta
 from glm_client.messages import Message, ToolCall
 
 Executor = Callable[[ToolCall], Message]
@@ -66,7 +66,9 @@ def run_turn(
     `force_tool` ("any" or a tool name) constrains the first round only, so the model
     can answer in words once it has the result. Notices (trimmed history, the round
     limit) are kept in the message's `meta["notices"]` so a redraw shows them again;
-    an observation keeps how long its call ran in `meta["duration_s"]`.
+    an observation keeps how long its call ran in `meta["duration_s"]`. A thinking model's
+    thoughts go to the reply's `reasoning` (a stopped reply's too), the time it thought to
+    `meta["thinking_s"]`.
     """
 
     def add(message: Message) -> None:
@@ -78,6 +80,8 @@ def run_turn(
     words_only = False  # the round limit was reached or a call repeated: the last round offers no tools
     for round_index in range(max_rounds + 1):
         text: list[str] = []
+        thought: list[str] = []
+        thinking = ThinkingClock()
         calls: list[ToolCall] = []
         notices: list[str] = []
         done: Done | None = None
@@ -90,8 +94,11 @@ def run_turn(
         forced = {"force_tool": force_tool} if force_tool and round_index == 0 else {}
         try:
             for event in client.stream(conversation, offered, cancel=cancel, **params, **forced):
+                thinking.note(event)
                 if isinstance(event, TextDelta):
                     text.append(event.text)
+                elif isinstance(event, ReasoningDelta):
+                    thought.append(event.text)
                 elif isinstance(event, ToolCall):
                     calls.append(event)
                 elif isinstance(event, Notice):
@@ -102,6 +109,9 @@ def run_turn(
         finally:
             # Runs on stop too (the consumer closes the generator): keep the partial reply.
             reply = Message.assistant("".join(text), calls)
+            reply.reasoning = "".join(thought).strip()
+            if reply.reasoning:
+                reply.meta["thinking_s"] = thinking.seconds()
             interrupted = done is None or done.finish_reason in ("cancelled", "error")
             if done is not None:
                 reply.meta.update(_done_meta(done))
@@ -111,7 +121,7 @@ def run_turn(
                 reply.tool_calls = []  # an unfinished call, or one with tools withheld, is never executed
             if interrupted:
                 reply.meta["interrupted"] = True
-            if reply.content or reply.tool_calls or interrupted or notices:
+            if reply.content or reply.reasoning or reply.tool_calls or interrupted or notices:
                 add(reply)
         if words_only or interrupted or not calls or executor is None:
             return  # with no executor the calls wait for the caller (manual mode) to answer them
@@ -151,6 +161,25 @@ ALREADY_CALLED = (
     "You already called `{name}` with these arguments in this turn; its result is above. "
     "Answer the user now from the results you have."
 )
+
+
+class ThinkingClock:
+    """How long the model thought: from its first reasoning to the first event after it (or now)."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.ended: float | None = None
+
+    def note(self, event: Event) -> None:
+        if isinstance(event, ReasoningDelta):
+            self.started = self.started or time.monotonic()
+        elif self.started is not None and self.ended is None and not isinstance(event, Notice):
+            self.ended = time.monotonic()
+
+    def seconds(self) -> float:
+        if self.started is None:
+            return 0.0
+        return round((self.ended or time.monotonic()) - self.started, 1)
 
 
 def round_limit_notice(max_rounds: int) -> str:

@@ -118,7 +118,24 @@ def registry_tools(settings: Settings) -> tuple[list[ToolSchema], Executor]:
 
     for problem in tools.load_tools_dir(settings.tools_dir):
         print(f"[tools] {problem}", file=sys.stderr)
+    for trouble in mcp_problems(settings):
+        print(f"[mcp] {trouble}", file=sys.stderr)
     return tools.get_tools(), tool_executor()
+
+
+def mcp_problems(settings: Settings) -> list[str]:
+    """Connect the MCP servers of MCP_CONFIG (their tools join the registry); what went wrong, one line each."""
+    from tools.mcp_config import McpConfigError, config_path
+    from tools.mcp_manager import load_mcp_servers
+
+    path = config_path(settings)
+    if path is None:
+        return []
+    try:
+        statuses = load_mcp_servers(path)
+    except McpConfigError as error:
+        return [str(error)]
+    return [f"server {status.name!r} failed: {status.error}" for status in statuses if status.state == "failed"]
 
 
 class TerminalChat:

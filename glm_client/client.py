@@ -18,13 +18,16 @@ from typing import Any, Protocol
 from glm_client.config import ConfigError, GenerationParams
 from glm_client.constrained import TokenConstraint, ToolCallGrammars, forced_tools
 from glm_client.detokenize import IncrementalDecoder, StopStrings
-from glm_client.dialects.base import Dialect, ToolSchema
+from glm_client.dialects.base import Dialect, OutputParser, ToolSchema
+from glm_client.dialects.chat_template import ChatTemplateDialect
+from glm_client.dialects.reasoning import ReasoningSplitter, prompt_opens_thought, template_takes_thinking_switch
 from glm_client.engines.base import Engine, EngineInfo
 from glm_client.events import Done, Event, FinishReason, Notice, TextDelta, Timings, Usage
 from glm_client.messages import Message, ToolCall
 
 # A reply needs room: below this many free tokens we refuse rather than write a stub.
 MIN_REPLY_TOKENS = 16
+PROMPT_TAIL_TOKENS = 16  # enough of the prompt's end to see a `<think>` the template left open
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class ModelInfo:
     dtype: str
     context_length: int
     weights: str = ""  # e.g. "int4" when the weights are stored quantized
+    thinking_switch: bool = False  # thinking can be turned on or off (the `enable_thinking` param)
 
 
 class Client(Protocol):
@@ -101,6 +105,8 @@ class LocalClient(StreamingClient):
             dtype=engine.info.dtype,
             context_length=engine.info.context_length,
             weights=engine.info.weights,
+            thinking_switch=isinstance(dialect, ChatTemplateDialect)
+            and template_takes_thinking_switch(dialect.tokenizer.chat_template),
         )
         self._stop_ids = set(dialect.stop_token_ids())
         self._grammars: ToolCallGrammars | None = None  # built at the first forced call
@@ -118,7 +124,7 @@ class LocalClient(StreamingClient):
         try:
             settings = GenerationParams.from_kwargs(**params)
             constraint = self._forced_call(tools, settings.force_tool) if settings.force_tool else None
-            prompt, dropped = self.fit_context(messages, tools, settings.max_new_tokens)
+            prompt, dropped = self.fit_context(messages, tools, settings.max_new_tokens, settings.enable_thinking)
         except (ConfigError, ValueError) as error:
             yield Done("error", error=str(error))
             return
@@ -139,7 +145,7 @@ class LocalClient(StreamingClient):
         if room < settings.max_new_tokens:
             settings = GenerationParams(**{**settings.__dict__, "max_new_tokens": room})
 
-        parser = self.dialect.new_parser(tools)
+        parser = self._parser(tools, prompt, forced=constraint is not None)
         decoder = IncrementalDecoder(self._decode)
         stops = StopStrings(settings.stop)
         generated = 0
@@ -191,7 +197,11 @@ class LocalClient(StreamingClient):
         return self._grammars.constraint(chosen, syntax)
 
     def fit_context(
-        self, messages: list[Message], tools: list[ToolSchema] | None, max_new_tokens: int
+        self,
+        messages: list[Message],
+        tools: list[ToolSchema] | None,
+        max_new_tokens: int,
+        enable_thinking: bool | None = None,
     ) -> tuple[list[int], int]:
         """Prompt ids that leave room for the reply, dropping the oldest turns if needed.
 
@@ -208,7 +218,7 @@ class LocalClient(StreamingClient):
         if not messages:
             raise ValueError("There are no messages to answer.")
         budget = self.info.context_length - min(max_new_tokens, self.info.context_length // 2)
-        prompt = self._encode(list(messages), tools)
+        prompt = self._encode(list(messages), tools, enable_thinking)
         starts = _turn_starts(messages)
         if len(prompt) <= budget or len(starts) < 2:
             return prompt, 0
@@ -217,7 +227,7 @@ class LocalClient(StreamingClient):
 
         def fits(turn: int) -> bool:  # with the turns before `turn` dropped
             if turn not in encoded:
-                encoded[turn] = self._encode(system + list(messages[starts[turn] :]), tools)
+                encoded[turn] = self._encode(system + list(messages[starts[turn] :]), tools, enable_thinking)
             return len(encoded[turn]) <= budget
 
         last = len(starts) - 1
@@ -236,9 +246,24 @@ class LocalClient(StreamingClient):
                     low = middle
         return encoded[high], starts[high] - starts[0]
 
-    def _encode(self, messages: list[Message], tools: list[ToolSchema] | None) -> list[int]:
+    def _encode(
+        self, messages: list[Message], tools: list[ToolSchema] | None, enable_thinking: bool | None = None
+    ) -> list[int]:
         with self.engine.tokenizer_lock:
+            if enable_thinking is not None and isinstance(self.dialect, ChatTemplateDialect):
+                return self.dialect.encode(messages, tools, enable_thinking=enable_thinking)
             return self.dialect.encode(messages, tools)
+
+    def _parser(self, tools: list[ToolSchema] | None, prompt: list[int], forced: bool) -> OutputParser:
+        """The dialect's parser behind a splitter of `<think>` blocks.
+
+        The reply starts inside one when the rendered prompt ends with `<think>` (the
+        template opened it). A forced call is written from the first token: no thinking.
+        """
+        parser = self.dialect.new_parser(tools)
+        if forced:
+            return parser
+        return ReasoningSplitter(parser, inside=prompt_opens_thought(self._decode(prompt[-PROMPT_TAIL_TOKENS:])))
 
     def _decode(self, ids: list[int]) -> str:
         with self.engine.tokenizer_lock:

@@ -19,6 +19,7 @@ class ConfigError(ValueError):
 
 
 DIALECTS = ("auto", "chat_template", "chatglm3")
+TOOL_CALL_FORMATS = ("auto", "hermes", "glm45", "glm4")  # how chat-template models write calls
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANTIZE = ("auto", "none", "4", "8")
@@ -59,6 +60,8 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     force_tool: str | None = None
+    # Thinking on or off, for templates that take `enable_thinking`; None leaves the template's default.
+    enable_thinking: bool | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.temperature <= 2.0:
@@ -108,13 +111,26 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float, k
     return value
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if not raw:
+        return default
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
     raise ConfigError(f"{name}={raw!r} is not valid; use 1/true/yes/on or 0/false/no/off.")
+
+
+def _gateway_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
+    """A gateway's base URL (scheme://host[:port][/path]), without a trailing slash; empty if unset."""
+    raw = env.get(name, "").strip().rstrip("/")
+    if raw and not re.fullmatch(rf"({'|'.join(schemes)})://[^\s/?#]+(/[^\s?#]*)?", raw, re.IGNORECASE):
+        shown = re.sub(r"//[^/@]*@", "//…@", raw)  # never echo credentials
+        raise ConfigError(
+            f"{name}={shown!r} is not valid; use a {' or '.join(schemes)} URL such as {schemes[0]}://host:8888."
+        )
+    return raw
 
 
 # A host name, an IPv4 address or a bracketed IPv6 one, optionally "*." for any subdomain; no port.
@@ -161,7 +177,9 @@ class Settings:
     openai_base_url: str = field(default="", repr=False)  # may hold user:password@
     openai_api_key: str = field(default="", repr=False)
     openai_model: str = ""
+    openai_thinking_switch: bool = False  # the server's template takes enable_thinking: show the switch
     dialect: str = "auto"
+    tool_call_format: str = "auto"  # auto: read off the chat template (dialects/call_formats.py)
     device: str = "auto"
     dtype: str = "auto"
     quantize: str = "auto"  # auto: int4 for the embedded model (its GGUF is 4-bit already), none otherwise
@@ -169,6 +187,7 @@ class Settings:
     context_length: int = 0  # 0: what the model declares (capped at MAX_AUTO_CONTEXT)
     max_rounds: int = DEFAULT_MAX_ROUNDS
     tools_dir: str = ""  # empty: no extra tools
+    mcp_config: str = ""  # MCP servers (mcpServers JSON); empty: DATA_DIR/mcp.json when it exists
     enable_shell_tool: bool = False
     # ENABLE_<NAME>_TOOL variables set on for other dangerous tools (the shell's is the field above).
     enabled_tool_switches: frozenset[str] = frozenset()
@@ -181,6 +200,14 @@ class Settings:
     kernel_timeout_s: float = DEFAULT_KERNEL_TIMEOUT_S
     kernel_memory_mb: int = DEFAULT_KERNEL_MEMORY_MB
     kernel_sandbox: str = "auto"  # auto: bwrap when it can start here; see sandbox/policy.py
+    # Kernels on a Jupyter Kernel Gateway / Enterprise Gateway (kernel/gateway.py); empty: local kernels.
+    kernel_gateway_url: str = field(default="", repr=False)  # may hold user:password@
+    kernel_gateway_token: str = field(default="", repr=False)  # never in logs or messages
+    kernel_gateway_kernel_name: str = "python3"
+    kernel_gateway_connect_timeout_s: float = 10.0
+    kernel_gateway_request_timeout_s: float = 60.0  # starting a kernel pod can take this long
+    kernel_gateway_validate_cert: bool = True
+    kernel_gateway_ws_url: str = field(default="", repr=False)  # empty: KERNEL_GATEWAY_URL with ws(s)://
     allowed_hosts: tuple[str, ...] = ()  # Host names the API server answers besides loopback ones
     markdown_allowed_hosts: tuple[str, ...] = ()  # hosts whose images and links in model text are shown
 
@@ -192,7 +219,9 @@ class Settings:
             openai_base_url=env.get("OPENAI_BASE_URL", "").strip(),
             openai_api_key=env.get("OPENAI_API_KEY", "").strip(),
             openai_model=env.get("OPENAI_MODEL", "").strip(),
+            openai_thinking_switch=_flag(env, "OPENAI_THINKING_SWITCH"),
             dialect=_choice(env, "DIALECT", DIALECTS, "auto"),
+            tool_call_format=_choice(env, "TOOL_CALL_FORMAT", TOOL_CALL_FORMATS, "auto"),
             device=_choice(env, "DEVICE", DEVICES, "auto"),
             dtype=_choice(env, "DTYPE", DTYPES, "auto"),
             quantize=_choice(env, "QUANTIZE", QUANTIZE, "auto"),
@@ -200,6 +229,7 @@ class Settings:
             context_length=int(_number(env, "CONTEXT_LENGTH", 0, 0)),
             max_rounds=int(_number(env, "MAX_ROUNDS", DEFAULT_MAX_ROUNDS, 1)),
             tools_dir=env.get("TOOLS_DIR", "").strip(),
+            mcp_config=env.get("MCP_CONFIG", "").strip(),
             enable_shell_tool=_flag(env, "ENABLE_SHELL_TOOL"),
             enabled_tool_switches=_tool_switches(env) - {"ENABLE_SHELL_TOOL"},
             weather_api_url=env.get("WEATHER_API_URL", "").strip() or DEFAULT_WEATHER_API_URL,
@@ -211,6 +241,13 @@ class Settings:
             kernel_timeout_s=float(_number(env, "KERNEL_TIMEOUT", DEFAULT_KERNEL_TIMEOUT_S, 1.0, float)),
             kernel_memory_mb=int(_number(env, "KERNEL_MEMORY_MB", DEFAULT_KERNEL_MEMORY_MB, 256)),
             kernel_sandbox=_choice(env, "KERNEL_SANDBOX", KERNEL_SANDBOXES, "auto"),
+            kernel_gateway_url=_gateway_url(env, "KERNEL_GATEWAY_URL", ("http", "https")),
+            kernel_gateway_token=env.get("KERNEL_GATEWAY_TOKEN", "").strip(),
+            kernel_gateway_kernel_name=env.get("KERNEL_GATEWAY_KERNEL_NAME", "").strip() or "python3",
+            kernel_gateway_connect_timeout_s=float(_number(env, "KERNEL_GATEWAY_CONNECT_TIMEOUT_S", 10.0, 0.1, float)),
+            kernel_gateway_request_timeout_s=float(_number(env, "KERNEL_GATEWAY_REQUEST_TIMEOUT_S", 60.0, 1.0, float)),
+            kernel_gateway_validate_cert=_flag(env, "KERNEL_GATEWAY_VALIDATE_CERT", default=True),
+            kernel_gateway_ws_url=_gateway_url(env, "KERNEL_GATEWAY_WS_URL", ("ws", "wss")),
             allowed_hosts=_hosts(env, "ALLOWED_HOSTS"),
             markdown_allowed_hosts=_hosts(env, "MARKDOWN_ALLOWED_HOSTS"),
         )

@@ -2,8 +2,10 @@
 
 With `force_tool` set, the engine masks every token that the grammar of a call
 does not allow next. The grammar is the dialect's call syntax around one JSON
-object, `{"name": <an allowed tool>, "arguments": <that tool's parameters schema>}`;
-the dialect's parser then reads the finished text like any call the model wrote.
+object, `{"name": <an allowed tool>, "arguments": <that tool's parameters schema>}`,
+or a whole format of its own (CallSyntax.style: ChatGLM3's `tool_call(...)`, GLM-4.5's
+`<arg_key>` pairs, GLM-4's name line); the dialect's parser then reads the finished
+text like any call the model wrote.
 
 xgrammar compiles the grammar against the tokenizer's vocabulary and fills a
 token bitmask per step in C++: about 0.3 ms a token here, against about 190 ms for
@@ -147,8 +149,11 @@ def _bounded_strings(schema: Any, required: bool = False) -> Any:
 
 def grammar_spec(tools: list[ToolSchema], syntax: CallSyntax) -> dict[str, Any]:
     """What `build_grammar` needs, as plain data (it crosses to the worker process)."""
+    if syntax.style != "json":
+        return {"style": syntax.style, "tools": format_tools_spec(tools, syntax.style)}
     ordinary, interpreter = split_interpreter(tools) if syntax.code_fence else (tools, False)
     return {
+        "style": "json",
         "schema": call_schema(ordinary) if ordinary else None,
         "open": syntax.open,
         "close": syntax.close,
@@ -169,6 +174,18 @@ def build_grammar(spec: dict[str, Any]) -> xgrammar.Grammar:
     def literal(text: str) -> xgrammar.Grammar:
         return xgr.Grammar.from_ebnf(f"root ::= {json.dumps(text, ensure_ascii=False)}")
 
+    style = spec.get("style", "json")
+    if style in ("chatglm3", "glm45"):
+        return xgr.Grammar.from_ebnf(format_call_ebnf(style, spec["tools"]))
+    if style == "glm4":  # the name on its own line, then the arguments as JSON
+        calls = [
+            xgr.Grammar.concat(
+                literal(tool["name"] + "\n"),
+                xgr.Grammar.from_json_schema(tool["parameters"], any_whitespace=False, separators=CALL_SEPARATORS),
+            )
+            for tool in spec["tools"]
+        ]
+        return calls[0] if len(calls) == 1 else xgr.Grammar.union(*calls)
     options = []
     if spec["schema"] is not None:
         separators = tuple(spec["separators"])
@@ -177,6 +194,51 @@ def build_grammar(spec: dict[str, Any]) -> xgrammar.Grammar:
     if spec["code_fence"]:
         options.append(xgr.Grammar.from_ebnf(CODE_FENCE_EBNF))
     return options[0] if len(options) == 1 else xgr.Grammar.union(*options)
+
+
+def format_tools_spec(tools: list[ToolSchema], style: str) -> list[dict[str, Any]]:
+    """{name, parameters} per tool; JSON-argument formats get bounded strings, as call_schema gives them."""
+    spec = []
+    for tool in tools:
+        function = function_of(tool)
+        parameters = dict(function.get("parameters") or {"type": "object", "properties": {}})
+        if style == "glm4" and function["name"] != INTERPRETER:
+            parameters = _bounded_strings(parameters)
+        spec.append({"name": function["name"], "parameters": parameters})
+    return spec
+
+
+def format_call_ebnf(style: str, tools: list[dict[str, Any]]) -> str:
+    """The EBNF text of a call in a format whose grammar is written here rather than by xgrammar's JSON schemas."""
+    if style == "chatglm3":
+        from glm_client.dialects.chatglm3_grammar import chatglm3_call_ebnf
+
+        return chatglm3_call_ebnf(tools)
+    from glm_client.dialects.glm45_calls import glm45_call_ebnf
+
+    return glm45_call_ebnf(tools)
+
+
+def tokenizer_info(tokenizer: Any, vocab_size: int) -> xgrammar.TokenizerInfo:
+    """xgrammar's view of the tokenizer; ChatGLM3's is built from its SentencePiece model here.
+
+    xgrammar's own reading of the ChatGLM3 tokenizer takes `<|user|>` and friends for
+    text; here they are special tokens, which no grammar allows.
+    """
+    import xgrammar as xgr
+
+    from glm_client.dialects.chatglm3 import ChatGLM3Vocab, has_chatglm3_tokens
+
+    if isinstance(tokenizer, ChatGLM3Vocab) or has_chatglm3_tokens(tokenizer):
+        vocab = tokenizer if isinstance(tokenizer, ChatGLM3Vocab) else ChatGLM3Vocab.from_hf(tokenizer)
+        return xgr.TokenizerInfo(
+            vocab.grammar_pieces(),
+            xgr.VocabType.BYTE_FALLBACK,
+            vocab_size=vocab_size,
+            stop_token_ids=[vocab.eos_id],
+            add_prefix_space=True,
+        )
+    return xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
 
 
 class GrammarConstraint:
@@ -219,7 +281,7 @@ class ToolCallGrammars:
         self.budget_s = budget_s
         self._xgr = xgr
         self._worker = _CompileWorker()  # starts importing xgrammar while the vocabulary is indexed here
-        self._info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+        self._info = tokenizer_info(tokenizer, vocab_size)
         self._info_json = self._info.serialize_json()
         self._cache: OrderedDict[str, xgrammar.CompiledGrammar] = OrderedDict()
         self._lock = threading.Lock()  # one worker, one compile at a time

@@ -18,6 +18,13 @@ class TextDelta:
 
 
 @dataclass
+class ReasoningDelta:
+    """The model's thinking (a `<think>` block, or a server's reasoning field), apart from the reply."""
+
+    text: str
+
+
+@dataclass
 class ToolCallStart:
     """The model has begun writing a call (the page shows "calling tool…" until the ToolCall)."""
 
@@ -58,4 +65,4 @@ class Done:
     error: str | None = None
 
 
-Event = TextDelta | ToolCallStart | ToolCall | Notice | Done
+Event = TextDelta | ReasoningDelta | ToolCallStart | ToolCall | Notice | Done

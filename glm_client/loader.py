@@ -29,7 +29,12 @@ def load_client(settings: Settings | None = None, progress: Progress = lambda _m
     if settings.openai_base_url:
         from glm_client.remote.openai import OpenAIClient
 
-        return OpenAIClient(settings.openai_base_url, api_key=settings.openai_api_key, model=settings.openai_model)
+        return OpenAIClient(
+            settings.openai_base_url,
+            api_key=settings.openai_api_key,
+            model=settings.openai_model,
+            thinking_switch=settings.openai_thinking_switch,
+        )
     return in_passing_thread(lambda relay: _load_local(settings, relay), progress)
 
 
@@ -75,7 +80,8 @@ def _load_local(settings: Settings, progress: Progress) -> LocalClient:
                 progress=progress,
             )
     release_free_memory()
-    return LocalClient(engine, pick_dialect(engine, settings.dialect), backend=engine_name)
+    dialect = pick_dialect(engine, settings.dialect, settings.tool_call_format)
+    return LocalClient(engine, dialect, backend=engine_name)
 
 
 def release_free_memory() -> None:
@@ -150,8 +156,11 @@ def choose_engine(settings: Settings) -> str:
     return "transformers"
 
 
-def pick_dialect(engine: Engine, requested: str = "auto") -> Dialect:
-    """ChatGLM3 checkpoints (model_type "chatglm") get their native format; others their chat template."""
+def pick_dialect(engine: Engine, requested: str = "auto", call_format: str = "auto") -> Dialect:
+    """ChatGLM3 checkpoints (model_type "chatglm") get their native format; others their chat template.
+
+    `call_format` (TOOL_CALL_FORMAT) is how a chat-template model writes calls; "auto" reads it off the template.
+    """
     from glm_client.dialects.chat_template import ChatTemplateDialect
 
     if requested == "chatglm3" or (requested == "auto" and engine.info.model_type == "chatglm"):
@@ -161,6 +170,6 @@ def pick_dialect(engine: Engine, requested: str = "auto") -> Dialect:
         if requested == "chatglm3" or is_chatglm3(engine.tokenizer):
             return ChatGLM3Dialect.from_hf_tokenizer(engine.tokenizer)
     try:
-        return ChatTemplateDialect(engine.tokenizer)
+        return ChatTemplateDialect(engine.tokenizer, call_format)
     except ValueError as error:
         raise ModelLoadError(str(error)) from None

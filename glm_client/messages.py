@@ -80,6 +80,8 @@ class Message:
     - observation: `content` is the result text the model reads, `name` the tool
       it answers, `images` PNG bytes shown to the user (the model sees `[Image]`),
       `is_error` marks a failed call.
+    - `reasoning` is what a thinking model thought before its reply (shown apart, replayed
+      as `reasoning_content` for the template to keep or drop).
     - `meta` holds facts for the UI and the store (timings, `interrupted`, ...);
       dialects never read it.
     """
@@ -92,6 +94,7 @@ class Message:
     images: list[bytes] = field(default_factory=list)
     is_error: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
+    reasoning: str = ""
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -141,6 +144,7 @@ class Message:
             "images": [base64.b64encode(image).decode("ascii") for image in self.images],
             "is_error": self.is_error,
             "meta": self.meta,
+            "reasoning": self.reasoning,
         }
 
     @classmethod
@@ -154,6 +158,7 @@ class Message:
             images=[base64.b64decode(image) for image in data.get("images") or []],
             is_error=bool(data.get("is_error", False)),
             meta=dict(data.get("meta") or {}),
+            reasoning=data.get("reasoning") or "",
         )
 
     def to_openai(self) -> dict[str, Any]:
@@ -166,6 +171,8 @@ class Message:
                 out["name"] = self.name
             return out
         out = {"role": self.role, "content": self.content}
+        if self.reasoning:  # the name vLLM, SGLang and chat templates read
+            out["reasoning_content"] = self.reasoning
         if self.tool_calls:
             out["tool_calls"] = [
                 {
@@ -200,7 +207,11 @@ class Message:
             calls.append(
                 ToolCall(name=function.get("name", ""), arguments=parsed, id=raw_call.get("id") or _new_call_id())
             )
-        return cls(role, _openai_text(data.get("content")), tool_calls=calls)
+        # Servers of either age name it differently (vLLM now `reasoning`, before `reasoning_content`).
+        reasoning = data.get("reasoning_content") or data.get("reasoning") or ""
+        if not isinstance(reasoning, str):
+            raise ValueError("A message's reasoning_content must be a string.")
+        return cls(role, _openai_text(data.get("content")), tool_calls=calls, reasoning=reasoning)
 
     # --- views ------------------------------------------------------------------------
     def model_text(self) -> str:

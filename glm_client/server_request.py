@@ -114,6 +114,9 @@ def parse_chat_request(body: bytes, limits: RequestLimits | None = None) -> Chat
     params = _generation_params(data)
     if force_tool:
         params["force_tool"] = force_tool
+    enable_thinking = _thinking_switch(data)
+    if enable_thinking is not None:
+        params["enable_thinking"] = enable_thinking
     stream = _boolean(data, "stream")
     options = data.get("stream_options") or {}
     if not isinstance(options, dict):
@@ -161,7 +164,7 @@ def _messages(raw: Any, limits: RequestLimits) -> list[Message]:
 
 def _message_chars(message: Message) -> int:
     calls = sum(len(call.name) + len(json.dumps(call.arguments, ensure_ascii=False)) for call in message.tool_calls)
-    return len(message.content) + calls
+    return len(message.content) + len(message.reasoning) + calls
 
 
 def check_tool_limits(tools: list[ToolSchema], param: str, limits: RequestLimits) -> None:
@@ -353,6 +356,19 @@ def _param_named_in(message: str) -> str | None:
         if message.startswith(name):
             return name
     return "max_tokens" if message.startswith("max_new_tokens") else None
+
+
+def _thinking_switch(data: dict[str, Any]) -> bool | None:
+    """`chat_template_kwargs.enable_thinking`, as vLLM and SGLang take it; other template kwargs are ignored."""
+    kwargs = data.get("chat_template_kwargs")
+    if kwargs is None:
+        return None
+    if not isinstance(kwargs, dict):
+        raise RequestError("chat_template_kwargs must be an object.", "chat_template_kwargs")
+    value = kwargs.get("enable_thinking")
+    if value is not None and not isinstance(value, bool):
+        raise RequestError("chat_template_kwargs.enable_thinking must be true or false.", "chat_template_kwargs")
+    return value
 
 
 def _boolean(data: dict[str, Any], name: str) -> bool:

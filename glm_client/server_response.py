@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from glm_client.events import Done, Event, TextDelta, ToolCallStart
+from glm_client.events import Done, Event, ReasoningDelta, TextDelta, ToolCallStart
 from glm_client.messages import ToolCall
 
 # Our finish reasons to OpenAI's; a stopped (cancelled) reply ended, as far as the caller knows.
@@ -49,6 +49,7 @@ class ReplyWriter:
         self.model = model
         self.legacy = legacy
         self.text: list[str] = []
+        self.reasoning: list[str] = []
         self.calls: list[ToolCall] = []
         self.done: Done | None = None
         self._announced = 0  # stream indexes opened by ToolCallStart, given a name and an id
@@ -58,6 +59,10 @@ class ReplyWriter:
         if isinstance(event, TextDelta):
             self.text.append(event.text)
             return [self._chunk({"content": event.text})] if event.text else []
+        if isinstance(event, ReasoningDelta):
+            self.reasoning.append(event.text)
+            # Both names: `reasoning_content` for older clients (SGLang, DeepSeek), `reasoning` for newer vLLM.
+            return [self._chunk({"reasoning_content": event.text, "reasoning": event.text})] if event.text else []
         if isinstance(event, ToolCallStart):
             self._announced += 1
             return self._call_delta(self._announced - 1, name=event.name, arguments="")
@@ -87,6 +92,8 @@ class ReplyWriter:
     # --- whole completion -----------------------------------------------------------------
     def completion(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(self.text) or None}
+        if self.reasoning:
+            message["reasoning_content"] = message["reasoning"] = "".join(self.reasoning)
         if self.calls and self.legacy:
             call = self.calls[0]
             message["function_call"] = {"name": call.name, "arguments": call_arguments(call)}

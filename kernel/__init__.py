@@ -38,8 +38,13 @@ needs the user namespace the unprivileged mode uses). KERNEL_SANDBOX=none, or `a
 where bwrap cannot start, runs the kernel unconfined as the app's user: the page says so,
 and a shared app (APP_PASSWORD set) refuses to run code then. RLIMIT_AS must be disabled
 (`memory_limit_bytes=None`) for CUDA.
+
+With KERNEL_GATEWAY_URL set, `KernelSession()` gives a GatewayKernelSession (gateway.py):
+the kernel runs on a Jupyter Kernel Gateway or Enterprise Gateway, and its isolation is
+the gateway's (on Kubernetes, a pod per kernel; see the README), not the sandbox above.
 """
 
+from kernel.gateway import GatewayKernelSession
 from kernel.limits import (
     CELL_TIMEOUT_S,
     DEFAULT_MEMORY_LIMIT,
@@ -58,6 +63,7 @@ __all__ = [
     "MAX_RESULT_TEXT_CHARS",
     "MAX_UPLOAD_BYTES",
     "ExecutionResult",
+    "GatewayKernelSession",
     "KernelSession",
     "KernelUnavailable",
     "Output",

@@ -36,6 +36,15 @@ def safe_filename(name: str) -> str:
     return cleaned
 
 
+def check_upload_size(name: str, data: bytes, max_bytes: int) -> None:
+    """ValueError, in words, if an upload is larger than `max_bytes`."""
+    if len(data) > max_bytes:
+        raise ValueError(
+            f"File {name!r} is {len(data):,} bytes; uploads are limited to {max_bytes:,} bytes "
+            f"({max_bytes / 1e6:.0f} MB)."
+        )
+
+
 def save_upload(directory: Path, name: str, data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> Path:
     """Write `data` as a sanitised `name` directly inside `directory`, replacing any same-named file.
 
@@ -43,11 +52,7 @@ def save_upload(directory: Path, name: str, data: bytes, max_bytes: int = MAX_UP
     file outside: the data goes to a fresh file that is then renamed over the name, which
     replaces the link itself and never writes through it, with no gap between check and write.
     """
-    if len(data) > max_bytes:
-        raise ValueError(
-            f"File {name!r} is {len(data):,} bytes; uploads are limited to {max_bytes:,} bytes "
-            f"({max_bytes / 1e6:.0f} MB)."
-        )
+    check_upload_size(name, data, max_bytes)
     filename = safe_filename(name)
     directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     partial = f".upload-{secrets.token_hex(8)}.part"

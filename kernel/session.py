@@ -74,7 +74,22 @@ class KernelSession:
     `sandbox` (default: what KERNEL_SANDBOX and APP_PASSWORD say, see sandbox/policy.py)
     decides whether the kernel runs in a bubblewrap sandbox, where `workdir` is /mnt/data
     and nothing else of the host is visible, unconfined, or not at all.
+
+    When KERNEL_GATEWAY_URL is set, `KernelSession(...)` gives a `GatewayKernelSession`
+    (kernel/gateway.py) instead: the same interface, with the kernel on a Jupyter Kernel
+    Gateway or Enterprise Gateway.
     """
+
+    remote = False  # whether the kernel runs elsewhere (a gateway), its files too
+    problem: str | None = None  # why the kernel cannot start now, in one sentence (set by gateway sessions)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> KernelSession:
+        if cls is KernelSession:
+            from kernel.gateway import GatewayKernelSession, configured_gateway  # the gateway imports this module
+
+            if configured_gateway() is not None:
+                return super().__new__(GatewayKernelSession)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -230,11 +245,9 @@ class KernelSession:
         revived = self._ensure_started()
         if revived is not None:
             collector.add_note(revived)
-        assert self._client is not None
         self._ran_generation = self._generation
         started = time.monotonic()
-        self._drain_shell_replies()
-        msg_id = self._client.execute(code, allow_stdin=False, stop_on_error=False)
+        msg_id = self._send_execute(code)
         outcome = self._wait_for_idle(msg_id, collector, started + timeout)
 
         status: Status | None = None
@@ -255,13 +268,12 @@ class KernelSession:
 
     def _wait_for_idle(self, msg_id: str, collector: OutputCollector, deadline: float) -> WaitOutcome:
         """Collect this request's IOPub messages until the kernel reports idle, dies or time runs out."""
-        assert self._client is not None
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return "timeout"
             try:
-                msg = self._client.get_iopub_msg(timeout=min(remaining, ALIVE_CHECK_INTERVAL_S))
+                msg = self._next_iopub(min(remaining, ALIVE_CHECK_INTERVAL_S))
             except queue.Empty:
                 if not self.is_alive():
                     return "died"
@@ -283,6 +295,17 @@ class KernelSession:
             return error_output("TimeoutError", f"{message} and was interrupted.")
         reason = "did not respond to the interrupt" if outcome == "timeout" else "died"
         return error_output("TimeoutError", f"{message}; the kernel {reason}{self._recover()}")
+
+    def _send_execute(self, code: str) -> str:
+        """Send an execute request (stdin refused, later requests not skipped after an error); its msg_id."""
+        assert self._client is not None
+        self._drain_shell_replies()
+        return self._client.execute(code, allow_stdin=False, stop_on_error=False)
+
+    def _next_iopub(self, timeout: float) -> dict[str, Any]:
+        """The next IOPub message; queue.Empty when none comes within `timeout`."""
+        assert self._client is not None
+        return self._client.get_iopub_msg(timeout=timeout)
 
     def _drain_shell_replies(self) -> None:
         """Discard execute replies of earlier requests: outputs come from IOPub, replies only pile up.
@@ -323,6 +346,10 @@ class KernelSession:
             return None
         if self.is_alive():
             return None
+        return self._revive()
+
+    def _revive(self) -> Output:
+        """Relaunch a kernel that died while idle; the note that says so."""
         how = self._death_message()
         self._relaunch()
         text = f"[{how} since the last execution and was restarted; earlier variables and imports were lost.]\n"
@@ -412,6 +439,10 @@ class KernelSession:
     def list_files(self) -> list[Path]:
         """Files in the working directory (for download buttons)."""
         return files.list_files(self.workdir)
+
+    def file_size(self, path: Path) -> int:
+        """Size of a listed file, not following a link; OSError if it is gone."""
+        return path.lstat().st_size
 
     def read_file(self, path: Path, max_bytes: int) -> bytes:
         """A file of the working directory (for a download), never through a link; ValueError/OSError if not."""

@@ -8,8 +8,9 @@ import streamlit as st
 
 from glm_client.agent import run_turn
 from glm_client.dialects.base import INTERPRETER_TOOL
-from kernel import KernelSession, shutdown_idle
+from kernel import KernelSession, KernelUnavailable, shutdown_idle
 from kernel.executor import kernel_executor
+from kernel.gateway import configured_gateway
 from sandbox.bwrap import MOUNT_POINT
 from sandbox.policy import configured_sandbox
 from ui.conversation import CallProgress
@@ -40,10 +41,15 @@ def kernel_sidebar(kernel: KernelSession) -> None:
             help="Fresh kernel: variables are lost, files stay",
             width="stretch",
         ):
-            kernel.restart()
-            st.toast("Kernel restarted.")
+            try:
+                kernel.restart()
+                st.toast("Kernel restarted.")
+            except KernelUnavailable as error:  # a gateway that is away: say so, the next run tries again
+                st.error(str(error))
         st.caption(f"Working directory: `{kernel.cwd}`")
-        if kernel.sandbox.sandboxed:
+        if kernel.remote:
+            st.caption(safe_markdown(f"🌐 {kernel.sandbox.reason}"))
+        elif kernel.sandbox.sandboxed:
             st.caption("🔒 Sandboxed (bubblewrap): no network, nothing of the host but this directory.")
         else:
             st.caption("⚠️ Not sandboxed: code runs with the app's rights.")
@@ -60,7 +66,7 @@ def download_button(kernel: KernelSession, path: Path) -> None:
     """A button that reads the file only when clicked; its key is its path, unique in the directory."""
     relative = path.relative_to(kernel.workdir).as_posix()
     try:
-        size = path.lstat().st_size
+        size = kernel.file_size(path)
     except OSError:  # removed while the page drew
         return
     if size > MAX_DOWNLOAD_BYTES:
@@ -100,14 +106,17 @@ def kernel_state_notice(kernel: KernelSession, page: ModePage) -> None:
 
 shutdown_idle(IDLE_KERNEL_S)
 # Sandboxed, the directory is /mnt/data for every conversation; otherwise the kernel starts in it.
-where = MOUNT_POINT if configured_sandbox().sandboxed else "the current working directory"
+where = MOUNT_POINT if configured_sandbox().sandboxed and not configured_gateway() else "the current working directory"
 page = ModePage(MODE, {"system_prompt": CODE_INTERPRETER_SYSTEM_PROMPT.format(cwd=where), "temperature": 0.3})
 kernel = session_kernel_slot().kernel_for(page.conversation.id)
 params = page.sidebar_settings(system_prompt_height=200)
 kernel_sidebar(kernel)
 page.keep_settings()
 
-if kernel.sandbox.mode == "refused":
+if kernel.remote:
+    if kernel.problem:  # the gateway is away or refuses us: one sentence; the next run tries again
+        st.error(kernel.problem, icon="🔌")
+elif kernel.sandbox.mode == "refused":
     st.error(kernel.sandbox.reason, icon="⛔")
 elif not kernel.sandbox.sandboxed:
     st.warning(kernel.sandbox.reason, icon="⚠️")

@@ -12,9 +12,11 @@ from glm_client.agent import AgentEvent, MessageListener, run_turn
 from tools import get_tool_status, get_tools, load_tools_dir
 from tools.adhoc import EXAMPLE, parse_tool_definitions
 from tools.executor import tool_executor
+from tools.mcp_client import call_context
 from tools.workspace import tool_workdir
 from ui import state
 from ui.conversation import call_title
+from ui.mcp_panel import McpCallProgress, mcp_servers_sidebar
 from ui.model import settings
 from ui.page import ModePage
 from ui.prompts import TOOL_SYSTEM_PROMPT
@@ -84,6 +86,7 @@ if manual:
 else:
     tool_list_sidebar()
     tools = get_tools()
+    mcp_servers_sidebar(page.client, tools)
     executor = tool_executor()
 names = [tool["function"]["name"] for tool in tools]
 choices = [None, "any", *names]
@@ -120,7 +123,10 @@ if prompt is not None and prompt.strip():
 def start_turn(on_message: MessageListener, cancel: threading.Event) -> Generator[AgentEvent, None, None]:
     # The forced call is the answer to a user message, not to tool results.
     forced = {"force_tool": force_tool} if force_tool and page.messages[-1].role == "user" else {}
-    with tool_workdir(conversation_workdir(page.conversation.id)):  # the shell tool works in this conversation's files
+    with (
+        tool_workdir(conversation_workdir(page.conversation.id)),  # the shell tool works in this conversation's files
+        call_context(cancel, progress.report),  # Stop cancels an MCP call; its progress shows in the status box
+    ):
         yield from run_turn(
             page.client,
             page.messages,
@@ -134,4 +140,5 @@ def start_turn(on_message: MessageListener, cancel: threading.Event) -> Generato
         )
 
 
-page.respond(start_turn)
+progress = McpCallProgress()
+page.respond(start_turn, progress)

@@ -4,7 +4,9 @@ The JSON export is `{"title", "mode", "messages"}` with messages in the OpenAI
 chat format (observations become `tool` messages). Images are not part of that
 format: they are left out of JSON and shown as `[Image]` in Markdown. Replies that
 were stopped before they finished are listed by position in `"interrupted"` (the
-Markdown says "(interrupted)"), so the messages stay plain OpenAI ones.
+Markdown says "(interrupted)"), so the messages stay plain OpenAI ones. A reply's
+thinking travels as `reasoning_content`, the name vLLM and SGLang use; the Markdown
+quotes it under "Thinking".
 
 The Markdown export is opened in other viewers, so it goes through the same sanitiser
 as the page (ui.render.safe_markdown): no raw HTML, no remote images, links as text.
@@ -97,6 +99,8 @@ def _message_markdown(message: Message) -> str:
     if message.meta.get("interrupted"):
         heading += " (interrupted)"
     lines = [f"## {heading}"]
+    if message.reasoning:  # before the reply, as it was thought; quoted so it reads apart from the answer
+        lines += ["**Thinking**", _quote(message.reasoning)]
     if message.role == "observation":
         lines.append(_fence(message.content, "text") if message.content else "")
         lines += ["[Image]"] * len(message.images)
@@ -109,6 +113,10 @@ def _message_markdown(message: Message) -> str:
             arguments = json.dumps(call.arguments, indent=2, ensure_ascii=False)
             lines += [f"**Tool call** `{call.name}` (`{call.id}`)", _fence(arguments, "json")]
     return "\n\n".join(line for line in lines if line)
+
+
+def _quote(text: str) -> str:
+    return "\n".join(f"> {line}".rstrip() for line in text.splitlines())
 
 
 def _fence(text: str, language: str) -> str:

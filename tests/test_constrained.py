@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 from typing import Any
 
 import jsonschema
 import pytest
 import torch
 import xgrammar as xgr
-from chatglm3_tokenizer import train_sentencepiece
 
 from glm_client import ConfigError, Done, GenerationParams, LocalClient, Message, TextDelta, ToolCall
 from glm_client.agent import ObservationEvent, run_turn
@@ -23,8 +21,6 @@ from glm_client.constrained import (
     forced_tools,
 )
 from glm_client.dialects.base import INTERPRETER_TOOL, CallSyntax, function_of
-from glm_client.dialects.chatglm3 import ChatGLM3Dialect, ChatGLM3Vocab
-from glm_client.engines.base import EngineInfo
 from tools import dispatch_tool, get_tools
 
 
@@ -141,14 +137,6 @@ def test_force_tool_must_be_a_name():
     assert GenerationParams.from_kwargs(force_tool="any").force_tool == "any"
     with pytest.raises(ConfigError, match="force_tool must be"):
         GenerationParams(force_tool="  ")
-
-
-def test_chatglm3_says_forcing_is_not_supported_yet(tmp_path):
-    dialect = ChatGLM3Dialect(ChatGLM3Vocab.from_sentencepiece(train_sentencepiece(tmp_path)))
-    engine = SimpleNamespace(info=EngineInfo("tiny", "cpu", "float32", 512, "chatglm"))
-    events = list(LocalClient(engine, dialect).stream([Message.user("hi")], [THERMOSTAT], force_tool="any"))
-    assert events == [Done("error", error=events[0].error)]
-    assert "not supported with the chatglm3 dialect yet" in events[0].error
 
 
 # --- the real model -----------------------------------------------------------------------------

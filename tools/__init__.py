@@ -10,6 +10,8 @@ get_tools()                                        # OpenAI-style schemas of ena
 dispatch_tool("get_weather", '{"city_name": "Paris"}')  # -> ToolResult, never raises
 """
 
+from typing import TYPE_CHECKING
+
 from tools import builtin as _builtin  # noqa: F401  (registers the built-in tools)
 from tools.dispatch import TOOL_CALL_TIMEOUT_S, dispatch_tool
 from tools.loader import ToolLoadError, load_tools_dir
@@ -26,6 +28,20 @@ from tools.registry import (
 from tools.result import ToolResult
 from tools.schema import SchemaError
 
+if TYPE_CHECKING:
+    from tools.mcp_manager import ServerStatus
+
+
+def load_mcp_servers(path: str | None = None, timeout: float | None = None) -> "list[ServerStatus]":
+    """Connect the MCP config's enabled servers and register their tools (tools/mcp_manager.py).
+
+    A wrapper so that `import tools` loads the MCP SDK only when MCP servers are used.
+    """
+    from tools.mcp_manager import load_mcp_servers as load
+
+    return load(path, timeout)
+
+
 __all__ = [
     "TOOL_CALL_TIMEOUT_S",  # one tool call's limit (the kernel's cell limit is kernel.limits.CELL_TIMEOUT_S)
     "SchemaError",
@@ -39,6 +55,7 @@ __all__ = [
     "get_tool_status",
     "get_tools",
     "list_tools",
+    "load_mcp_servers",
     "load_tools_dir",
     "register_tool",
 ]

@@ -108,7 +108,9 @@ def describe_parameters(tool: Tool) -> str:
 
 
 def run_tool(tool: Tool, arguments: dict[str, Any], timeout: float | None = TOOL_CALL_TIMEOUT_S) -> ToolResult:
-    """Call the tool and wait up to `timeout` seconds (None waits forever)."""
+    """Call the tool and wait up to `timeout` seconds (None waits forever), or the tool's own limit."""
+    if tool.timeout is not None:
+        timeout = tool.timeout
     ref = locate(tool.function) if tool.isolated else None
     if ref is None:
         # A closure's cells hold this process's live objects (events, locks, the test's state),
@@ -176,7 +178,11 @@ def run_in_thread(tool: Tool, arguments: dict[str, Any], timeout: float | None =
         return ToolResult.failure(
             f"Tool `{tool.name}` raised {type(exc).__name__}{detail}", stdout=stdout, duration_s=duration
         )
-    return ToolResult.success(worker.result(), stdout=stdout, duration_s=duration)
+    value = worker.result()
+    if isinstance(value, ToolResult):  # a tool that shapes its own result (an MCP tool: images, isError)
+        value.duration_s = value.duration_s or duration
+        return value
+    return ToolResult.success(value, stdout=stdout, duration_s=duration)
 
 
 def _type_label(schema: dict[str, Any]) -> str:

@@ -13,6 +13,8 @@ def tool_executor(registry: ToolRegistry | None = None, timeout: float = TOOL_CA
 
     def execute(call: ToolCall) -> Message:
         result = dispatch_tool(call.name, call.arguments, timeout, registry=registry)
-        return Message.observation(result.text, name=call.name, tool_call_id=call.id, is_error=not result.ok)
+        return Message.observation(
+            result.text, name=call.name, tool_call_id=call.id, images=result.images, is_error=not result.ok
+        )
 
     return execute

@@ -49,6 +49,8 @@ class Tool:
     dangerous: bool = False
     enabled: bool = True
     isolated: bool = True
+    # Overrides the dispatcher's limit: an MCP tool has its server's timeout (tools/mcp_config.py).
+    timeout: float | None = None
     validator: Draft202012Validator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -158,6 +160,11 @@ class ToolRegistry:
             return func
 
         return decorate if function is None else decorate(function)
+
+    def add(self, tool: Tool) -> None:
+        """Register a ready-made Tool (an MCP server's tool, whose schema comes from the server)."""
+        with self._lock:
+            self._tools[tool.name] = tool
 
     def unregister(self, name: str) -> None:
         with self._lock:

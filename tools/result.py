@@ -6,7 +6,7 @@ import dataclasses
 import datetime
 import enum
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
@@ -26,6 +26,7 @@ class ToolResult:
     stdout: str = ""
     duration_s: float = 0.0
     truncated: bool = False
+    images: list[bytes] = field(default_factory=list)  # shown to the user; the model reads `[Image]`
 
     @classmethod
     def failure(cls, message: str, *, stdout: str = "", duration_s: float = 0.0) -> ToolResult:

@@ -17,7 +17,7 @@ from typing import Any
 
 import streamlit as st
 
-from glm_client import Done, Message, Notice, TextDelta, ToolCall, ToolCallStart
+from glm_client import Done, Message, Notice, ReasoningDelta, TextDelta, ToolCall, ToolCallStart
 from glm_client.agent import AgentEvent, MessageListener, ObservationEvent, RoundLimitReached
 from glm_client.messages import IMAGE_PLACEHOLDER
 from store import DraftWriter
@@ -26,6 +26,7 @@ from ui.render import safe_label, safe_markdown
 from ui.state import OpenConversation
 
 CURSOR = "▌"
+THINKING_ICON = "💭"
 # Material icons: they render the same in every browser (an emoji avatar may fall back to a
 # small monochrome glyph where the system has no colour emoji font).
 AVATARS = {"user": ":material/person:", "assistant": ":material/smart_toy:"}
@@ -55,6 +56,9 @@ def render_history(conversation: list[Message]) -> None:
 
 
 def render_assistant(message: Message) -> None:
+    if message.reasoning:
+        with st.expander(thought_label(message.meta.get("thinking_s")), icon=THINKING_ICON):
+            st.markdown(safe_markdown(message.reasoning))
     if message.content:
         st.markdown(safe_markdown(message.content))
     for call in message.tool_calls:
@@ -65,7 +69,50 @@ def render_assistant(message: Message) -> None:
     elif message.meta.get("interrupted"):
         st.caption("⏹ Stopped before the reply was finished.")
     elif message.meta.get("finish_reason") == "length":
-        st.caption("✂️ The reply reached the max-new-tokens limit.")
+        st.caption(length_caption(still_thinking=bool(message.reasoning and not message.content)))
+
+
+def thought_label(seconds: Any) -> str:
+    """The closed thinking block's title: "Thought for N s"."""
+    return f"Thought for {seconds:.0f} s" if isinstance(seconds, int | float) else "Thought"
+
+
+def length_caption(still_thinking: bool) -> str:
+    if still_thinking:  # thinking counts against the same budget: say why no answer came
+        return "✂️ The reply ran out of tokens while still thinking; raise Max new tokens."
+    return "✂️ The reply reached the max-new-tokens limit."
+
+
+class ThinkingBlock:
+    """The live "Thinking…" block of one round, closed to "Thought for N s" when the thinking ends."""
+
+    def __init__(self, area: Any) -> None:
+        self.area = area  # a container above the reply text, so the block reads before the answer
+        self.status: Any = None
+        self.box: Any = None
+        self.text = ""
+        self.started = 0.0
+        self.next_draw = 0.0
+
+    def add(self, text: str) -> None:
+        if self.status is None:
+            self.started = time.monotonic()
+            self.status = self.area.status("Thinking…", state="running", expanded=True)
+            self.box = self.status.empty()
+        self.text += text
+        if self.box is None:
+            return  # closed: more thinking after the answer began is kept, not drawn
+        now = time.monotonic()
+        if now >= self.next_draw:  # the same redraw budget as the reply text
+            self.box.markdown(safe_markdown(self.text) + CURSOR)
+            self.next_draw = now + 2 * (time.monotonic() - now)
+
+    def close(self) -> None:
+        if self.status is None or self.box is None:
+            return
+        self.box.markdown(safe_markdown(self.text))
+        self.status.update(label=thought_label(time.monotonic() - self.started), state="complete", expanded=False)
+        self.box = None  # closed once; later events leave it alone
 
 
 def render_observation(message: Message) -> None:
@@ -168,12 +215,18 @@ def stream_turn(
     st.empty()  # takes the place of the last run's Regenerate/Clear, so none show under a streaming reply
     stop_area.button("⏹ Stop", key=stop_key, help="Stop the reply here; what it wrote so far is kept")
     with bubble:
+        thinking = ThinkingBlock(st.container())
         text_box = st.empty()
         st.empty()  # takes the place of the old reply's caption, so no stale "Stopped" shows under this one
         text = ""
         status = None
         next_draw = 0.0
         for event in events:
+            if isinstance(event, ReasoningDelta):
+                thinking.add(event.text)
+                continue
+            if not isinstance(event, Notice):
+                thinking.close()  # the answer (or a call, or the end) has begun
             if isinstance(event, TextDelta):
                 text += event.text
                 started = time.monotonic()
@@ -210,7 +263,8 @@ def stream_turn(
                     render_observation_body(event.message)
                 status = None
                 text = ""
-                text_box = st.empty()  # the next round writes below the call
+                thinking = ThinkingBlock(st.container())  # the next round thinks and writes below the call
+                text_box = st.empty()
             elif isinstance(event, Notice):
                 st.info(safe_markdown(event.message), icon="ℹ️")
             elif isinstance(event, RoundLimitReached):
@@ -220,7 +274,7 @@ def stream_turn(
                 if event.finish_reason == "error":
                     st.error(safe_markdown(event.error or "The model failed."))  # may quote a server's reply
                 elif event.finish_reason == "length":
-                    st.caption("✂️ The reply reached the max-new-tokens limit.")
+                    st.caption(length_caption(still_thinking=bool(thinking.text and not text)))
 
 
 def answer(

@@ -21,14 +21,14 @@ from ui import model, state
 from ui.conversation import AVATARS, CallProgress, StartTurn, answer, render_history
 from ui.history import history_sidebar
 from ui.render import safe_markdown
-from ui.sidebar import SAMPLING_DEFAULTS, model_facts, sampling_controls
+from ui.sidebar import SAMPLING_DEFAULTS, THINKING_DEFAULTS, model_facts, sampling_controls
 
 
 class ModePage:
     def __init__(self, mode: str, defaults: dict[str, Any]) -> None:
         """`defaults`: the page's settings (system_prompt and its own) and any sampling default it overrides."""
         self.mode = mode
-        self.defaults = {**SAMPLING_DEFAULTS, **defaults}
+        self.defaults = {**SAMPLING_DEFAULTS, **THINKING_DEFAULTS, **defaults}
         self.client: Client = model.get_client()  # looked up on each run: tests replace it
         self.conversation = state.current(mode)
         self._stop_area: Any = None  # set by chat_input
@@ -67,7 +67,7 @@ class ModePage:
     def sidebar_settings(self, system_prompt_height: int | None = None) -> dict[str, Any]:
         """The system prompt and sampling widgets; returns the generation params."""
         st.sidebar.text_area("System prompt", key=self.key("system_prompt"), height=system_prompt_height)
-        return sampling_controls(self.mode)
+        return sampling_controls(self.mode, self.client.info.thinking_switch)
 
     def keep_settings(self) -> None:
         """Save the settings with the conversation (call after every setting widget is drawn)."""

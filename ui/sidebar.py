@@ -17,10 +17,22 @@ SAMPLING_DEFAULTS: dict[str, Any] = {
     "max_new_tokens": _PARAMS.max_new_tokens,
     "repetition_penalty": _PARAMS.repetition_penalty,
 }
+# The "Thinking" toggle starts on: a thinking model thinks unless told not to (its templates' default).
+THINKING_DEFAULTS: dict[str, Any] = {"enable_thinking": True}
 
 
-def sampling_controls(mode: str) -> dict[str, Any]:
-    """Sliders for one mode, their values set beforehand in session state (ui.page); returns the generation params."""
+def sampling_controls(mode: str, thinking_switch: bool = False) -> dict[str, Any]:
+    """Sliders for one mode, their values set beforehand in session state (ui.page); returns the generation params.
+
+    `thinking_switch`: the model takes `enable_thinking`, so a "Thinking" toggle is shown and sent.
+    """
+    thinking: dict[str, Any] = {}
+    if thinking_switch:
+        thinking["enable_thinking"] = st.sidebar.toggle(
+            "Thinking",
+            key=f"{mode}_enable_thinking",
+            help="Let the model think before it answers (shown apart); its thinking counts against Max new tokens",
+        )
     with st.sidebar.expander("Sampling", expanded=False):
         temperature = st.slider("Temperature (0 = greedy)", 0.0, 1.5, step=0.05, key=f"{mode}_temperature")
         top_p = st.slider("Top p", 0.05, 1.0, step=0.05, key=f"{mode}_top_p")
@@ -31,6 +43,7 @@ def sampling_controls(mode: str) -> dict[str, Any]:
         "top_p": top_p,
         "max_new_tokens": max_new_tokens,
         "repetition_penalty": repetition_penalty,
+        **thinking,
     }
 
 

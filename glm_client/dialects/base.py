@@ -8,7 +8,7 @@ own beyond what the tokenizer defines, and knows nothing of devices or speed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from glm_client.events import Event
 from glm_client.messages import Message
@@ -52,14 +52,18 @@ class Dialect(Protocol):
 class CallSyntax:
     """The text of one tool call, for forcing it by constrained decoding.
 
-    A JSON `{"name": ..., "arguments": {...}}` object between `open` and `close`.
-    With `code_fence`, the interpreter is called by a ```python fence instead (the
-    way templates without tool support call it), so the parser reads it back.
+    `style` "json": a JSON `{"name": ..., "arguments": {...}}` object between `open`
+    and `close`. With `code_fence`, the interpreter is called by a ```python fence
+    instead (the way templates without tool support call it), so the parser reads it
+    back. Other styles are whole formats with grammars of their own: "chatglm3"
+    (metadata line + `tool_call(...)`), "glm45" (`<arg_key>`/`<arg_value>` pairs) and
+    "glm4" (the name on a line, then the JSON arguments).
     """
 
     open: str = "<tool_call>"
     close: str = "</tool_call>"
     code_fence: bool = False
+    style: Literal["json", "chatglm3", "glm45", "glm4"] = "json"
 
 
 def function_of(tool: ToolSchema) -> dict[str, Any]:

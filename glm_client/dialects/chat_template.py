@@ -8,10 +8,19 @@ second call in the same conversation sees exactly what the first one looked like
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from glm_client.dialects.base import CallSyntax, ToolSchema, split_interpreter
+from glm_client.dialects.base import CallSyntax, OutputParser, ToolSchema, split_interpreter
+from glm_client.dialects.call_formats import (
+    CallFormat,
+    call_format_parser,
+    call_format_syntax,
+    decode_keeping,
+    detect_call_format,
+    special_tag_ids,
+)
 from glm_client.dialects.json_calls import JsonCallParser
+from glm_client.dialects.reasoning import template_takes_thinking_switch
 from glm_client.dialects.tool_prompt import (
     render_call_for_history,
     render_observation_for_history,
@@ -24,13 +33,23 @@ from glm_client.messages import Message, ToolCall
 class ChatTemplateDialect:
     name = "chat_template"
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, call_format: str = "auto") -> None:
+        """`call_format`: how the model writes calls (call_formats.py); "auto" reads it off the template."""
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("This tokenizer has no chat template; set DIALECT or use a chat (instruct) model.")
         self.tokenizer = tokenizer
         self.native_tools = template_supports_tools(tokenizer.chat_template)
+        # Templates without tools get the <tool_call> JSON format described in the system prompt.
+        self.call_format: CallFormat = "hermes"
+        if self.native_tools:
+            self.call_format = detect_call_format(tokenizer) if call_format == "auto" else cast(CallFormat, call_format)
+        # Tags such as <arg_key> may be special tokens, which skip_special_tokens would drop.
+        self._kept_tags = special_tag_ids(tokenizer, self.call_format)
 
-    def encode(self, messages: list[Message], tools: list[ToolSchema] | None = None) -> list[int]:
+    def encode(
+        self, messages: list[Message], tools: list[ToolSchema] | None = None, enable_thinking: bool | None = None
+    ) -> list[int]:
+        """`enable_thinking` reaches the template only when it reads that switch (Qwen3, GLM-4.5…)."""
         ordinary, _ = split_interpreter(tools)
         if self.native_tools:
             conversation = [self._native_message(message) for message in messages]
@@ -38,40 +57,45 @@ class ChatTemplateDialect:
         else:
             conversation = self._text_only_conversation(messages, ordinary)
             offered = None
+        switch: dict[str, bool] = {}
+        if enable_thinking is not None and template_takes_thinking_switch(self.tokenizer.chat_template):
+            switch["enable_thinking"] = enable_thinking
         return list(
             self.tokenizer.apply_chat_template(
-                conversation,
+                _with_reasoning(conversation, messages),
                 tools=offered,
                 add_generation_prompt=True,
                 tokenize=True,
                 return_dict=False,
                 # Text that spells a control token (e.g. "<|im_start|>") stays text.
                 sanitize_control_tokens=True,
+                **switch,
             )
         )
 
     def stop_token_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}
-        for token in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"):
+        # GLM-4 and GLM-4.5 end a turn by starting the next one: <|user|>, or <|observation|> after a call.
+        for token in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>", "<|user|>", "<|observation|>"):
             token_id = self.tokenizer.convert_tokens_to_ids(token)
             if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
                 ids.add(token_id)
         return sorted(token_id for token_id in ids if token_id is not None)
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        return decode_keeping(self.tokenizer, ids, self._kept_tags)
 
-    def new_parser(self, tools: list[ToolSchema] | None = None) -> JsonCallParser:
+    def new_parser(self, tools: list[ToolSchema] | None = None) -> OutputParser:
         ordinary, interpreter = split_interpreter(tools)
         # A template with tool support calls the interpreter like any tool; a ```python fence
-        # runs too, since that is what models write when asked for code, tools or not.
+        # runs too (hermes), since that is what models write when asked for code, tools or not.
         if self.native_tools:
-            return JsonCallParser(list(tools or []) or None, interpreter=interpreter)
+            return call_format_parser(self.call_format, list(tools or []) or None, interpreter)
         return JsonCallParser(ordinary or None, interpreter=interpreter)
 
     def call_syntax(self) -> CallSyntax:
-        if self.native_tools:  # the Qwen/Hermes layout these templates describe
-            return CallSyntax("<tool_call>\n", "\n</tool_call>")
+        if self.native_tools:  # the layout the template writes calls in
+            return call_format_syntax(self.call_format)
         return CallSyntax(code_fence=True)
 
     # --- history ------------------------------------------------------------------
@@ -112,6 +136,21 @@ class ChatTemplateDialect:
             else:
                 conversation.append({"role": message.role, "content": message.content})
         return conversation
+
+
+def _with_reasoning(conversation: list[dict[str, Any]], messages: list[Message]) -> list[dict[str, Any]]:
+    """Each assistant turn's thinking as `reasoning_content`: the template decides what it keeps.
+
+    Both lists hold the assistant turns once each and in order, whatever else was merged or renamed.
+    """
+    replies = [message for message in messages if message.role == "assistant"]
+    turns = [turn for turn in conversation if turn.get("role") == "assistant"]
+    if len(replies) != len(turns):
+        return conversation
+    for turn, reply in zip(turns, replies, strict=True):
+        if reply.reasoning:
+            turn["reasoning_content"] = reply.reasoning
+    return conversation
 
 
 def _call_text(call: ToolCall) -> str:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from sentencepiece import SentencePieceProcessor
 
-from glm_client.dialects.base import OutputParser, ToolSchema, function_of, split_interpreter
+from glm_client.dialects.base import CallSyntax, OutputParser, ToolSchema, function_of, split_interpreter
 from glm_client.dialects.chatglm3_parser import ChatGLM3Parser, render_tool_call
 from glm_client.dialects.code_fences import CodeFences
 from glm_client.messages import INTERPRETER, Message, ToolCall
@@ -86,6 +86,18 @@ class ChatGLM3Vocab:
     def encode_text(self, text: str) -> list[int]:
         """Plain text through SentencePiece alone: nothing here can become a special token."""
         return self.sp.encode(text)
+
+    def grammar_pieces(self) -> list[str]:
+        """Each id's piece for xgrammar (byte-fallback, `▁` for space); "" marks control and special ids.
+
+        xgrammar treats "" as a special token that no grammar allows, so `<|user|>` or
+        `</s>` is never written as text inside a forced call.
+        """
+        pieces = [
+            "" if self.sp.is_control(i) or self.sp.is_unknown(i) else self.sp.id_to_piece(i)
+            for i in range(self.sp.get_piece_size())
+        ]
+        return pieces + [""] * (max(self.special_ids.values()) + 1 - len(pieces))
 
     def decode(self, ids: list[int]) -> str:
         """Like the reference tokenizer: special tokens by name, runs of other ids through SentencePiece."""
@@ -162,9 +174,9 @@ class ChatGLM3Dialect:
         parser = ChatGLM3Parser(tools)
         return CodeFences(parser) if split_interpreter(tools)[1] else parser
 
-    def call_syntax(self) -> None:
-        """Not yet: a forced call would need a grammar of Python-literal `tool_call(...)` arguments."""
-        return None
+    def call_syntax(self) -> CallSyntax:
+        """A metadata line and a fenced `tool_call(...)` (chatglm3_grammar.py); the interpreter writes code."""
+        return CallSyntax(style="chatglm3")
 
 
 # --- prompt layout ---------------------------------------------------------------------
@@ -237,10 +249,10 @@ def is_chatglm3(config_or_tokenizer: Any) -> bool:
         return config_or_tokenizer.get("model_type") == "chatglm"
     if getattr(config_or_tokenizer, "model_type", None) == "chatglm":
         return True
-    return _has_chatglm3_tokens(config_or_tokenizer)
+    return has_chatglm3_tokens(config_or_tokenizer)
 
 
-def _has_chatglm3_tokens(tokenizer: Any) -> bool:
+def has_chatglm3_tokens(tokenizer: Any) -> bool:
     # "sop" rules out GLM-4 (whose token is "<sop>"); "<|observation|>" rules out ChatGLM2.
     wanted = ("[gMASK]", "sop", "<|observation|>")
     try:

@@ -195,12 +195,12 @@ def _json_value(value: Any) -> Any:
 
 def render_tool_call(arguments: dict[str, Any]) -> str:
     """`tool_call(key=literal, ...)` as the model writes it (double-quoted strings); parse_tool_call reads it back."""
-    named = [f"{key}={python_literal(value)}" for key, value in arguments.items() if _is_keyword_name(key)]
-    others = {key: value for key, value in arguments.items() if not _is_keyword_name(key)}
+    named = [f"{key}={python_literal(value)}" for key, value in arguments.items() if is_keyword_name(key)]
+    others = {key: value for key, value in arguments.items() if not is_keyword_name(key)}
     return "tool_call(" + ", ".join(named + ([f"**{python_literal(others)}"] if others else [])) + ")"
 
 
-def _is_keyword_name(key: str) -> bool:
+def is_keyword_name(key: str) -> bool:
     # Python NFKC-normalises identifiers ("ﬀ" reads back as "ff"), so those keys go through **{...}.
     return key.isidentifier() and not iskeyword(key) and unicodedata.normalize("NFKC", key) == key
 

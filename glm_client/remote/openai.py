@@ -21,7 +21,7 @@ import httpx
 from glm_client.client import ModelInfo, StreamingClient
 from glm_client.config import ConfigError, GenerationParams
 from glm_client.dialects.base import ToolSchema
-from glm_client.events import Done, Event, FinishReason, TextDelta, Timings, ToolCallStart, Usage
+from glm_client.events import Done, Event, FinishReason, ReasoningDelta, TextDelta, Timings, ToolCallStart, Usage
 from glm_client.messages import Message, ToolCall
 
 READ_TIMEOUT_S = 120.0  # between two bytes of the reply, not for the whole reply
@@ -43,11 +43,20 @@ class StreamError(Exception):
 class OpenAIClient(StreamingClient):
     """A `Client` for a model served over the OpenAI chat-completions API at `base_url` (ending in /v1)."""
 
-    def __init__(self, base_url: str, api_key: str = "", model: str = "", timeout: float = READ_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str = "",
+        model: str = "",
+        timeout: float = READ_TIMEOUT_S,
+        thinking_switch: bool = False,
+    ) -> None:
+        """`thinking_switch`: the served template takes `enable_thinking`, so pages offer the switch."""
         self.base_url = base_url.rstrip("/")  # for requests only: it may carry user:password@
         self.shown_url = redact_url(self.base_url)  # for every message, repr and ModelInfo
         self.model = model
         self.timeout = timeout
+        self.thinking_switch = thinking_switch
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
         self._send_extensions = urlparse(self.base_url).hostname != OPENAI_HOST
@@ -112,10 +121,11 @@ class OpenAIClient(StreamingClient):
     def request_body(self, messages: list[Message], tools: list[ToolSchema] | None = None, **params: Any) -> dict:
         """The chat-completions request for these messages; raises ConfigError for a bad parameter."""
         force_tool = params.pop("force_tool", None)
+        enable_thinking = params.pop("enable_thinking", None)
         GenerationParams.from_kwargs(**params)  # the same names and ranges as a local model
         body: dict[str, Any] = {
             "model": self._model_name(),
-            "messages": [message.to_openai() for message in messages],
+            "messages": [self._request_message(message) for message in messages],
             "stream": True,
             "stream_options": {"include_usage": True},
         }
@@ -129,6 +139,8 @@ class OpenAIClient(StreamingClient):
             body["stop"] = [given["stop"]] if isinstance(given["stop"], str) else list(given["stop"])
         if "repetition_penalty" in given and self._send_extensions:
             body["repetition_penalty"] = given["repetition_penalty"]
+        if enable_thinking is not None and self._send_extensions:  # vLLM and SGLang pass these to the template
+            body["chat_template_kwargs"] = {"enable_thinking": bool(enable_thinking)}
         if tools:
             body["tools"] = tools
         if force_tool:
@@ -136,6 +148,13 @@ class OpenAIClient(StreamingClient):
                 "required" if force_tool == "any" else {"type": "function", "function": {"name": force_tool}}
             )
         return body
+
+    def _request_message(self, message: Message) -> dict[str, Any]:
+        """A message as sent; OpenAI itself gets no `reasoning_content` (other servers hand it to the template)."""
+        out = message.to_openai()
+        if not self._send_extensions:
+            out.pop("reasoning_content", None)
+        return out
 
     # --- model info -----------------------------------------------------------------------
     def _fetch_info(self) -> ModelInfo:
@@ -156,6 +175,7 @@ class OpenAIClient(StreamingClient):
             device=urlparse(self.shown_url).netloc or self.shown_url,
             dtype="remote",
             context_length=int(entry.get("max_model_len") or 0),
+            thinking_switch=self.thinking_switch,
         )
 
     def _model_name(self) -> str:
@@ -228,13 +248,17 @@ class ReplyAssembler:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
+            # vLLM since late 2025 sends `reasoning`; older vLLM, SGLang and DeepSeek `reasoning_content`.
+            reasoning = delta.get("reasoning") or delta.get("reasoning_content")
+            if isinstance(reasoning, str) and reasoning:
+                events.append(ReasoningDelta(reasoning))
             if delta.get("content"):
                 events.append(TextDelta(delta["content"]))
             for part in delta.get("tool_calls") or []:
                 events += self._call_part(part.get("index", 0), part.get("id"), part.get("function") or {})
             if delta.get("function_call"):
                 events += self._call_part(0, None, delta["function_call"])
-            if delta.get("content") or delta.get("tool_calls") or delta.get("function_call"):
+            if reasoning or delta.get("content") or delta.get("tool_calls") or delta.get("function_call"):
                 self._note_delta()
             if choice.get("finish_reason"):
                 self._finish = choice["finish_reason"]

@@ -209,7 +209,7 @@ def test_code_interpreter_runs_a_plot_and_shows_the_image(page, tmp_path):
             page.goto(f"{app.url}/code_interpreter")
             page.get_by_test_id("stChatInputTextArea").wait_for()
             send(page, "Plot the squares of 0..19")
-            page.get_by_text("Here is the plot of the squares.").wait_for()
+            page.get_by_text("Here is the plot of the squares.").first.wait_for()
             page.wait_for_function(
                 "document.querySelectorAll('[data-testid=\"stChatInputTextArea\"]:not([disabled])').length > 0"
             )
@@ -311,7 +311,7 @@ def test_a_reply_with_remote_images_makes_the_browser_fetch_nothing(page, tmp_pa
                 page.goto(app.url)
                 page.get_by_test_id("stChatInputTextArea").wait_for()
                 send(page, "Summarise the uploaded file")
-                page.get_by_text("Reply finished.").wait_for()
+                page.get_by_text("Reply finished.").first.wait_for()
                 page.wait_for_timeout(1500)  # time for any image the page drew to be fetched
                 assert [url for url in requests if url.startswith(evil)] == []
                 shoot(page, "no_remote_images")
@@ -320,7 +320,7 @@ def test_a_reply_with_remote_images_makes_the_browser_fetch_nothing(page, tmp_pa
                 page.goto(f"{app.url}/tool")
                 page.get_by_test_id("stChatInputTextArea").wait_for()
                 send(page, "What time is it?")
-                page.get_by_text("Tool turn finished.").wait_for()
+                page.get_by_text("Tool turn finished.").first.wait_for()
                 page.wait_for_timeout(1500)
                 assert [url for url in requests if url.startswith(evil)] == []
                 assert images.paths == []
@@ -398,9 +398,9 @@ def test_stop_then_regenerate_then_switch_keeps_exactly_one_marked_reply(page, s
     app, model = scripted_app([story("first"), story("second")])
     page.goto(app.url)
     send(page, "Tell me a story")
-    page.get_by_text("first5").wait_for()
+    page.get_by_text("first5").first.wait_for()
     stop_button(page).click()
-    page.get_by_text("Stopped before the reply was finished.").wait_for()
+    page.get_by_text("Stopped before the reply was finished.").first.wait_for()
     page.get_by_role("button", name="🔄 Regenerate").wait_for()  # drawn at once, not after another click
     shown = last_reply_markdown(page)
     assert "▌" not in shown and shown.startswith("first begins.")
@@ -411,7 +411,7 @@ def test_stop_then_regenerate_then_switch_keeps_exactly_one_marked_reply(page, s
     assert saved.content.startswith(shown.strip()) and len(saved.content) >= len(shown.strip())
 
     page.get_by_role("button", name="🔄 Regenerate").click()
-    page.get_by_text("second5").wait_for()
+    page.get_by_text("second5").first.wait_for()
     assert stop_button(page).is_visible()  # a regenerated reply can be stopped too
     assert page.get_by_role("button", name="🔄 Regenerate").count() == 0  # no controls above a streaming reply
     page.get_by_role("button", name="➕ New conversation").click()
@@ -439,13 +439,13 @@ def test_a_reload_restores_the_conversations_settings(page, scripted_app, tmp_pa
         page.get_by_test_id("stSlider").filter(has_text=name).get_by_role("slider").press("Home")
         wait_idle(page)
     send(page, "Hello")
-    page.get_by_text("Bonjour !").wait_for()
+    page.get_by_text("Bonjour !").first.wait_for()
     wait_until(lambda: "?c=" in page.url and stop_button(page).count() == 0)
 
     assert model.requests[0][0][0].content == "Always answer in French."  # the settings took before the reload
 
     page.reload()
-    page.get_by_text("Bonjour !").wait_for()
+    page.get_by_text("Bonjour !").first.wait_for()
     # expect() retries: a widget may be drawn once before the run that fills it has finished.
     expect(page.get_by_label("System prompt")).to_have_value("Always answer in French.")
     page.get_by_text("Sampling").click()
@@ -453,7 +453,7 @@ def test_a_reload_restores_the_conversations_settings(page, scripted_app, tmp_pa
         slider = page.get_by_test_id("stSlider").filter(has_text=name)
         expect(slider.get_by_test_id("stSliderThumbValue")).to_have_text(value)
     send(page, "How are you?")
-    page.get_by_text("Ça va.").wait_for()
+    page.get_by_text("Ça va.").first.wait_for()
     messages, _, params = model.requests[-1]
     assert messages[0].content == "Always answer in French."
     assert params["temperature"] == 0.0 and params["max_new_tokens"] == 16
@@ -478,23 +478,23 @@ def test_files_survive_a_reload_and_a_new_conversation_gets_a_clean_kernel(page,
     page.locator("[data-testid='stChatInput'] input[type='file']").set_input_files(str(upload))
     page.get_by_test_id("stChatInput").get_by_text("sales.csv").wait_for()
     send(page, "Read my file")
-    page.get_by_text("Read the sales.").wait_for()
+    page.get_by_text("Read the sales.").first.wait_for()
     wait_until(lambda: "?c=" in page.url and stop_button(page).count() == 0)
 
     page.reload()  # a new browser session: the files are the conversation's, not the session's
     page.get_by_role("button", name="⬇️ sales.csv").wait_for()
-    page.get_by_text("variables from earlier code were lost; files in the working directory were kept").wait_for()
+    page.get_by_text("variables from earlier code were lost; files in the working directory were kept").first.wait_for()
 
     page.get_by_role("button", name="➕ New conversation").click()
     wait_until(lambda: page.get_by_test_id("stChatMessage").count() == 0)
     assert page.get_by_role("button", name="⬇️ sales.csv").count() == 0
     send(page, "Print x")
-    page.get_by_text("There is no x.").wait_for()
+    page.get_by_text("There is no x.").first.wait_for()
     assert "NameError: name 'x' is not defined" in model.requests[3][0][-1].content
 
     # Interrupt while the model writes: the turn ends once, kept and marked, and does not restart.
     send(page, "Tell me a long story")
-    page.get_by_text("long5").wait_for()
+    page.get_by_text("long5").first.wait_for()
     page.get_by_role("button", name="⏹ Interrupt the code").click()
     wait_until(lambda: stop_button(page).count() == 0)
     time.sleep(1.5)

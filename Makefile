@@ -16,6 +16,7 @@ API_PORT ?= 8000
 .PHONY: run test serve chat mcp setup setup-dev debian-packages lint format bench bench-deps clean-cache
 
 run: setup
+	$(PY) -m glm_client.check  # a bad setting (or MODELS_FILE) stops here, in one sentence
 	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
 
 # The OpenAI-compatible API server on the configured model.

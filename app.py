@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from glm_client import ConfigError
 from tools.mcp_manager import load_in_background
 from ui.access import password_entered, require_password
 from ui.model import settings
+from ui.render import safe_markdown
 
 st.set_page_config(page_title="GLM Workbench", page_icon="🧪", layout="wide")
 
@@ -22,6 +24,11 @@ pages = [
 # logging in from /code_interpreter lands there. Nothing of a page runs before the gate.
 navigation = st.navigation(pages, position="sidebar" if password_entered() else "hidden")
 require_password()
-load_in_background(settings())  # MCP servers connect on a thread: a slow or dead one never blocks a page
+try:
+    current = settings()
+except ConfigError as error:  # a bad setting or MODELS_FILE: one sentence, nothing else runs
+    st.error(safe_markdown(f"**A setting is wrong.** {error}"))
+    st.stop()
+load_in_background(current)  # MCP servers connect on a thread: a slow or dead one never blocks a page
 st.sidebar.caption("GLM Workbench · models run on this machine")
 navigation.run()

@@ -19,7 +19,7 @@ from glm_client.events import Done, Event, Notice, ReasoningDelta, TextDelta, Ti
 from glm_client.messages import INTERPRETER, Message, ToolCall
 
 if TYPE_CHECKING:
-    from glm_client.client import Client, LocalClient, ModelInfo, collect_text
+    from glm_client.client import Client, LocalClient, ModelInfo, PromptView, collect_text
     from glm_client.engines.base import ModelLoadError
     from glm_client.loader import load_client
 
@@ -28,6 +28,7 @@ _LAZY = {
     "Client": "glm_client.client",
     "LocalClient": "glm_client.client",
     "ModelInfo": "glm_client.client",
+    "PromptView": "glm_client.client",
     "collect_text": "glm_client.client",
     "load_client": "glm_client.loader",
 }
@@ -53,6 +54,7 @@ __all__ = [
     "ModelInfo",
     "ModelLoadError",
     "Notice",
+    "PromptView",
     "ReasoningDelta",
     "Settings",
     "TextDelta",

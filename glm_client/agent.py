@@ -20,9 +20,9 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from glm_client.client import Client
+from glm_client.client import Client, PromptView
 from glm_client.config import DEFAULT_MAX_ROUNDS
-from glm_client.dialects.base import ToolSchema
+from glm_client.dialects.base import ToolSchema, function_of
 from glm_client.events import Done, Event, Notice, ReasoningDelta, TextDelta
 from glm_client.messages import Message, ToolCall
 
@@ -57,6 +57,7 @@ def run_turn(
     cancel: threading.Event | None = None,
     force_tool: str | None = None,
     on_message: MessageListener | None = None,
+    model_name: str = "",
     **params: Any,
 ) -> Generator[AgentEvent, None, None]:
     """Answer the conversation, running tool calls through `executor`.
@@ -69,6 +70,11 @@ def run_turn(
     an observation keeps how long its call ran in `meta["duration_s"]`. A thinking model's
     thoughts go to the reply's `reasoning` (a stopped reply's too), the time it thought to
     `meta["thinking_s"]`.
+
+    Each reply also keeps what the prompt inspector needs to show its round again:
+    `meta["model"]` (`model_name`, or the client's), `meta["params"]` and
+    `meta["tools"]` (the names offered) to re-render the prompt, and `meta["raw_output"]`,
+    what the model wrote before parsing.
     """
 
     def add(message: Message) -> None:
@@ -113,6 +119,7 @@ def run_turn(
             if reply.reasoning:
                 reply.meta["thinking_s"] = thinking.seconds()
             interrupted = done is None or done.finish_reason in ("cancelled", "error")
+            reply.meta.update(_round_meta(model_name or client.info.name, offered, {**params, **forced}))
             if done is not None:
                 reply.meta.update(_done_meta(done))
             if notices:
@@ -209,6 +216,28 @@ def execute_call(call: ToolCall, executor: Executor) -> Message:
     return observation
 
 
+def round_prompt(client: Client, conversation: list[Message], index: int, offered: list[ToolSchema]) -> PromptView:
+    """The prompt the reply at `index` was written for, rendered again from what its round kept.
+
+    `offered`: the tools at hand now, in which the round's tool names are looked up (one
+    that is gone is left out). Raises ValueError for params a client cannot take.
+    """
+    meta = conversation[index].meta
+    by_name = {function_of(tool)["name"]: tool for tool in offered}
+    tools = [by_name[name] for name in meta.get("tools") or [] if name in by_name]
+    return client.render_prompt(conversation[:index], tools or None, **(meta.get("params") or {}))
+
+
+def _round_meta(model: str, offered: list[ToolSchema] | None, params: dict[str, Any]) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "model": model,
+        "params": {name: value for name, value in params.items() if value is not None},
+    }
+    if offered:
+        meta["tools"] = [function_of(tool)["name"] for tool in offered]
+    return meta
+
+
 def _done_meta(done: Done) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "finish_reason": done.finish_reason,
@@ -219,4 +248,6 @@ def _done_meta(done: Done) -> dict[str, Any]:
     }
     if done.error:
         meta["error"] = done.error
+    if done.raw:
+        meta["raw_output"] = done.raw
     return meta

@@ -3,7 +3,8 @@
     python -m glm_client.cli [--tools] [--interpreter] [--system TEXT] [--temperature T] [--max-new-tokens N]
 
 Type a message and read the streamed reply. `clear` starts a new conversation,
-`stop` (or Ctrl-D) quits, Ctrl-C during a reply stops the reply, not the program.
+`stop` (or Ctrl-D) quits, `/prompt` prints the exact prompt of the last round (special
+tokens spelled out), Ctrl-C during a reply stops the reply, not the program.
 `--tools` lets the model call the registered tools, `--interpreter` lets it run
 Python in a Jupyter kernel; both use the same agent loop as the browser pages.
 The model comes from the usual settings (OPENAI_BASE_URL, MODEL_PATH, or the
@@ -24,14 +25,14 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from glm_client.agent import AgentEvent, Executor, ObservationEvent, run_turn
+from glm_client.agent import AgentEvent, Executor, ObservationEvent, round_prompt, run_turn
 from glm_client.client import Client
 from glm_client.config import DEFAULT_MAX_ROUNDS, ConfigError, Settings
 from glm_client.dialects.base import INTERPRETER_TOOL, ToolSchema, function_of
 from glm_client.events import Done, Notice, TextDelta, ToolCallStart
 from glm_client.messages import Message, ToolCall
 
-CLEAR, STOP = "clear", "stop"
+CLEAR, STOP, PROMPT = "clear", "stop", "/prompt"
 DEFAULT_SYSTEM = "You are a helpful, concise assistant."
 INTERPRETER_SYSTEM = (
     "You are a helpful assistant with a Python interpreter (no Internet access; files live in its working directory). "
@@ -173,7 +174,8 @@ class TerminalChat:
         mode = f" with {' and '.join(features)}" if features else ""
         self.say(
             f"Chatting with {self.client.info.name}{mode}. "
-            f"'{CLEAR}' starts a new conversation, '{STOP}' quits; Ctrl-C stops a reply.\n"
+            f"'{CLEAR}' starts a new conversation, '{STOP}' quits, '{PROMPT}' shows the last prompt; "
+            "Ctrl-C stops a reply.\n"
         )
         while True:
             try:
@@ -189,6 +191,8 @@ class TerminalChat:
             if command == CLEAR:
                 self.conversation = self.new_conversation()
                 self.say("(new conversation)\n")
+            elif command == PROMPT:
+                self.show_last_prompt()
             elif command:
                 self.conversation.append(Message.user(line))
                 self.reply(params)
@@ -214,6 +218,22 @@ class TerminalChat:
                 events.close()
                 self.say("\n[stopped]")
         self.say("\n")
+
+    def show_last_prompt(self) -> None:
+        """The exact prompt of the last reply's last round (special tokens spelled out)."""
+        last = next(
+            (i for i in range(len(self.conversation) - 1, -1, -1) if self.conversation[i].role == "assistant"), None
+        )
+        if last is None:
+            self.say("(no reply yet: the prompt is shown after the model has answered)\n")
+            return
+        try:
+            view = round_prompt(self.client, self.conversation, last, self.tools or [])
+        except ValueError as error:
+            self.say(f"[error] The prompt could not be rendered: {error}\n")
+            return
+        count = f"{view.token_count} tokens" if view.token_count is not None else "tokens counted by the server"
+        self.say(f"--- prompt of the last round ({count}) ---\n{view.text}\n--- end of prompt ---\n")
 
     def show(self, event: AgentEvent) -> None:
         if isinstance(event, TextDelta):

@@ -42,9 +42,28 @@ class ModelInfo:
     thinking_switch: bool = False  # thinking can be turned on or off (the `enable_thinking` param)
 
 
+@dataclass(frozen=True)
+class PromptView:
+    """What a model receives for one reply, for the prompt inspector.
+
+    `text` spells out every special token (a local prompt), or is the request as sent (a
+    server, API key hidden); `ids` are exactly the engine's input, None for a server.
+    """
+
+    text: str
+    ids: list[int] | None
+    token_count: int | None
+
+
 class Client(Protocol):
     @property
     def info(self) -> ModelInfo: ...
+
+    def render_prompt(
+        self, messages: list[Message], tools: list[ToolSchema] | None = None, **params: Any
+    ) -> PromptView:
+        """The prompt `stream` would send for these messages, tools and params (re-rendered: nothing is stored)."""
+        ...
 
     def stream(
         self,
@@ -151,16 +170,19 @@ class LocalClient(StreamingClient):
         generated = 0
         first_token_at: float | None = None
         made_call = False
+        raw: list[str] = []  # the text the parser read, for the prompt inspector
         try:
             for token in self.engine.generate(prompt, settings, self._stop_ids, cancel, constraint):
                 generated += 1
                 first_token_at = first_token_at or time.perf_counter()
-                events = parser.feed(stops.feed(decoder.push(token)))
+                raw.append(stops.feed(decoder.push(token)))
+                events = parser.feed(raw[-1])
                 made_call = made_call or any(isinstance(event, ToolCall) for event in events)
                 yield from events
                 if stops.stopped:
                     break
-            tail = parser.feed(stops.feed(decoder.flush()) + stops.flush()) + parser.finish()
+            raw.append(stops.feed(decoder.flush()) + stops.flush())
+            tail = parser.feed(raw[-1]) + parser.finish()
             made_call = made_call or any(isinstance(event, ToolCall) for event in tail)
             yield from tail
         except Exception as error:  # a failing model must not take the page with it
@@ -169,6 +191,7 @@ class LocalClient(StreamingClient):
                 Usage(len(prompt), generated),
                 self._timings(started, first_token_at, generated),
                 f"{type(error).__name__}: {error}",
+                "".join(raw),
             )
             return
         reason: FinishReason
@@ -180,7 +203,17 @@ class LocalClient(StreamingClient):
             reason = "length"
         else:
             reason = "stop"
-        yield Done(reason, Usage(len(prompt), generated), self._timings(started, first_token_at, generated))
+        timings = self._timings(started, first_token_at, generated)
+        yield Done(reason, Usage(len(prompt), generated), timings, raw="".join(raw))
+
+    def render_prompt(
+        self, messages: list[Message], tools: list[ToolSchema] | None = None, **params: Any
+    ) -> PromptView:
+        settings = GenerationParams.from_kwargs(**params)
+        ids, _ = self.fit_context(messages, tools, settings.max_new_tokens, settings.enable_thinking)
+        with self.engine.tokenizer_lock:
+            text = self.dialect.prompt_text(ids)
+        return PromptView(text, ids, len(ids))
 
     def _forced_call(self, tools: list[ToolSchema] | None, force: str) -> TokenConstraint:
         """The constraint that makes the reply a call to one of `tools` ("any") or to the one named."""
@@ -277,6 +310,26 @@ class LocalClient(StreamingClient):
         decode_time = now - first_token_at
         speed = (generated - 1) / decode_time if generated > 1 and decode_time > 0 else 0.0
         return Timings(ttft_s=first_token_at - started, total_s=now - started, decode_tokens_per_s=speed)
+
+    def close(self) -> None:
+        """Unload: end the engine's decode thread, free its weights, stop the grammar worker, return the memory.
+
+        A reply still streaming from this client ends with Done("error") after the text it
+        already produced ("The engine has shut down."), and so does every later request.
+        """
+        close_engine = getattr(self.engine, "close", None)  # the Engine protocol has no close(); test fakes lack it
+        if callable(close_engine):
+            close_engine()
+        with self._grammars_lock:
+            grammars, self._grammars = self._grammars, None
+        if grammars is not None:
+            grammars.close()
+        import gc
+
+        from glm_client.loader import release_free_memory  # the loader imports this module
+
+        gc.collect()  # the weights sit in reference cycles (modules, hooks) that only the collector frees
+        release_free_memory()
 
 
 def _turn_starts(messages: list[Message]) -> list[int]:

@@ -12,6 +12,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from glm_client.models import ModelSpec
 
 
 class ConfigError(ValueError):
@@ -159,6 +163,15 @@ def _hosts(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return hosts
 
 
+def _models(path: str, env: Mapping[str, str]) -> tuple[ModelSpec, ...]:
+    """MODELS_FILE's models; a bad file is a ConfigError naming the table and the key."""
+    if not path:
+        return ()
+    from glm_client.models import read_models_file  # that module imports this one
+
+    return read_models_file(path, env)
+
+
 def default_cache_dir(env: Mapping[str, str]) -> Path:
     """Where converted models are cached: $XDG_CACHE_HOME or ~/.cache, under glm-workbench."""
     base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -210,10 +223,14 @@ class Settings:
     kernel_gateway_ws_url: str = field(default="", repr=False)  # empty: KERNEL_GATEWAY_URL with ws(s)://
     allowed_hosts: tuple[str, ...] = ()  # Host names the API server answers besides loopback ones
     markdown_allowed_hosts: tuple[str, ...] = ()  # hosts whose images and links in model text are shown
+    models_file: str = ""  # TOML naming the models to switch between (glm_client/models.py); empty: the one above
+    max_loaded_models: int = 1  # local models kept loaded at once; the least recently used is unloaded
+    models: tuple[ModelSpec, ...] = field(default=(), repr=False)  # MODELS_FILE's models, read at start
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        models_file = env.get("MODELS_FILE", "").strip()
         return cls(
             model_path=env.get("MODEL_PATH", "").strip(),
             openai_base_url=env.get("OPENAI_BASE_URL", "").strip(),
@@ -250,6 +267,9 @@ class Settings:
             kernel_gateway_ws_url=_gateway_url(env, "KERNEL_GATEWAY_WS_URL", ("ws", "wss")),
             allowed_hosts=_hosts(env, "ALLOWED_HOSTS"),
             markdown_allowed_hosts=_hosts(env, "MARKDOWN_ALLOWED_HOSTS"),
+            models_file=models_file,
+            max_loaded_models=int(_number(env, "MAX_LOADED_MODELS", 1, 1)),
+            models=_models(models_file, env),
         )
 
     def tool_enabled(self, tool_name: str) -> bool:

@@ -63,6 +63,9 @@ class Done:
     usage: Usage = field(default_factory=Usage)
     timings: Timings = field(default_factory=Timings)
     error: str | None = None
+    # What the model wrote before parsing (the prompt inspector shows it): the decoded text
+    # the parser read, or an OpenAI server's streamed chunks, one JSON line each.
+    raw: str = ""
 
 
 Event = TextDelta | ReasoningDelta | ToolCallStart | ToolCall | Notice | Done

@@ -4,8 +4,10 @@
     SERVER_API_KEY=secret python -m glm_client.server      # clients must send "Bearer secret"
 
 Routes: GET /health, GET /v1/models, POST /v1/chat/completions (plain or streamed
-as server-sent events, with tools). The model is whatever `load_client()` picks
-(the embedded default, MODEL_PATH, or another server at OPENAI_BASE_URL).
+as server-sent events, with tools). The models are MODELS_FILE's (glm_client/models.py),
+or else the one `load_client()` picks (the embedded default, MODEL_PATH, or another
+server at OPENAI_BASE_URL). A request's `model` picks one, loaded on first use; an
+unknown name is a 404. With no MODELS_FILE any name reaches the one model, as before.
 
 Each request's generation is a blocking iterator; every step of it runs in a worker
 thread so the event loop keeps serving other requests, and each request has its own
@@ -37,13 +39,14 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.concurrency import iterate_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from glm_client.client import Client
 from glm_client.constrained import GRAMMAR_ERROR_PREFIX
 from glm_client.events import Done, Event
+from glm_client.models import ModelPool, UnknownModel
 from glm_client.server_request import (
     ChatRequest,
     RequestError,
@@ -112,17 +115,51 @@ def host_allowed(host: str, allowed: set[str]) -> bool:
     return any(pattern.startswith("*.") and name.endswith(pattern[1:]) for pattern in allowed)
 
 
+class ServedModels:
+    """What an app serves: a ModelPool, or one client that answers whatever `model` a request names."""
+
+    def __init__(self, served: Client | ModelPool) -> None:
+        self.pool = served if isinstance(served, ModelPool) else None
+        self.single = None if isinstance(served, ModelPool) else served
+
+    @property
+    def names(self) -> list[str]:
+        return self.pool.names if self.pool is not None else [self._single().info.name]
+
+    def resolve(self, requested: str) -> str:
+        """The served name a request's `model` means; raises UnknownModel."""
+        return self.pool.resolve(requested) if self.pool is not None else self._single().info.name
+
+    def get(self, name: str) -> Client:
+        """The model's client, loaded first if need be: blocking, so called in a worker thread."""
+        if self.pool is None:
+            return self._single()
+        return self.pool.get(name, progress=lambda message: log.info("%s: %s", name, message))
+
+    def context_length(self, name: str) -> int | None:
+        """The model's context, where knowing it costs nothing: a loaded local model (a server's means a request)."""
+        if self.pool is None:
+            return self._single().info.context_length
+        client = self.pool.client(name)
+        return client.info.context_length if client is not None and self.pool.spec(name).kind == "local" else None
+
+    def _single(self) -> Client:
+        assert self.single is not None
+        return self.single
+
+
 def create_app(
-    client: Client,
+    client: Client | ModelPool,
     api_key: str | None = None,
     allowed_hosts: tuple[str, ...] = (),
     limits: RequestLimits | None = None,
 ) -> FastAPI:
-    """The API app serving `client`.
+    """The API app serving `client`: one model, or a ModelPool's models chosen by each request's `model`.
 
     With `api_key`, /v1 routes need `Authorization: Bearer <api_key>`. Requests must
     name a loopback host or one of `allowed_hosts` ("*" for any) in their Host header.
     """
+    served = ServedModels(client)
     app = FastAPI(title="GLM Workbench API", docs_url=None, redoc_url=None)
     app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
     started = int(time.time())
@@ -138,6 +175,10 @@ def create_app(
     @app.exception_handler(RequestError)
     async def bad_request(_request: Request, error: RequestError) -> JSONResponse:
         return JSONResponse(error_body(error.message, param=error.param, code=error.code), status_code=error.status)
+
+    @app.exception_handler(UnknownModel)
+    async def unknown_model(_request: Request, error: UnknownModel) -> JSONResponse:
+        return JSONResponse(error_body(str(error), param="model", code="model_not_found"), status_code=404)
 
     @app.exception_handler(AuthError)
     async def unauthorized(_request: Request, _error: AuthError) -> JSONResponse:
@@ -155,26 +196,28 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, str]:
-        return {"status": "ok", "model": client.info.name}
+        return {"status": "ok", "model": served.names[0]}
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         check_key(request)
-        model = {
-            "id": client.info.name,
-            "object": "model",
-            "created": started,
-            "owned_by": "glm-workbench",
-            "max_model_len": client.info.context_length,
-        }
-        return {"object": "list", "data": [model]}
+        listed = []
+        for name in served.names:
+            model: dict[str, Any] = {"id": name, "object": "model", "created": started, "owned_by": "glm-workbench"}
+            context_length = served.context_length(name)
+            if context_length is not None:
+                model["max_model_len"] = context_length
+            listed.append(model)
+        return {"object": "list", "data": listed}
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:
         check_key(request)
         check_json(request)
         chat = parse_chat_request(await read_body(request, limits.max_body_bytes), limits)
-        writer = ReplyWriter(client.info.name, chat.legacy_functions)
+        name = served.resolve(chat.model)
+        client = await run_in_threadpool(served.get, name)  # the first request for a model loads it
+        writer = ReplyWriter(name, chat.legacy_functions)
         if chat.stream:
             return StreamingResponse(
                 _sse(client, chat, writer), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
@@ -319,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = Settings.from_env()
-        client = load_client(settings, progress=lambda message: print(message, file=sys.stderr, flush=True))
+        pool = ModelPool(settings, load_client)
+        # The default model loads now: one that cannot load stops start-up; the others load on first request.
+        pool.get(progress=lambda message: print(message, file=sys.stderr, flush=True))
     except (ModelLoadError, ConfigError) as error:
         print(f"The model could not be loaded. {error}", file=sys.stderr)
         return 1
@@ -336,12 +381,12 @@ def main(argv: list[str] | None = None) -> int:
         allowed_hosts += (bound,)  # the address it listens on is a name clients will use
     api_key = settings.server_api_key or None
     print(
-        f"Serving {client.info.name} at http://{args.host}:{args.port}/v1"
+        f"Serving {', '.join(pool.names)} at http://{args.host}:{args.port}/v1"
         + (f" (clients must send the {API_KEY_ENV} key)" if api_key else ""),
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(create_app(client, api_key, allowed_hosts), host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(create_app(pool, api_key, allowed_hosts), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 

@@ -89,6 +89,7 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     legacy_functions: bool = False  # asked with `functions`: answer with `function_call`
+    model: str = ""  # the model asked for; empty: the server's default
 
 
 def parse_chat_request(body: bytes, limits: RequestLimits | None = None) -> ChatRequest:
@@ -117,6 +118,9 @@ def parse_chat_request(body: bytes, limits: RequestLimits | None = None) -> Chat
     enable_thinking = _thinking_switch(data)
     if enable_thinking is not None:
         params["enable_thinking"] = enable_thinking
+    model = data.get("model")
+    if model is not None and not isinstance(model, str):
+        raise RequestError("model must be a string: the name of a model GET /v1/models lists.", "model")
     stream = _boolean(data, "stream")
     options = data.get("stream_options") or {}
     if not isinstance(options, dict):
@@ -128,6 +132,7 @@ def parse_chat_request(body: bytes, limits: RequestLimits | None = None) -> Chat
         stream=stream,
         include_usage=stream and bool(options.get("include_usage")),
         legacy_functions=legacy,
+        model=(model or "").strip(),
     )
 
 

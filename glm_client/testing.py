@@ -11,8 +11,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from glm_client.client import ModelInfo, StreamingClient
-from glm_client.dialects.base import ToolSchema
+from glm_client.client import ModelInfo, PromptView, StreamingClient
+from glm_client.dialects.base import ToolSchema, function_of
 from glm_client.events import Done, Event, TextDelta, Usage
 from glm_client.messages import Message, ToolCall
 
@@ -30,6 +30,15 @@ class ScriptedClient(StreamingClient):
 
     def queue(self, *replies: Reply) -> None:
         self.replies.extend(replies)
+
+    def render_prompt(
+        self, messages: list[Message], tools: list[ToolSchema] | None = None, **params: Any
+    ) -> PromptView:
+        """No template: one `<|role|>` line per message, then the tool names, so tests can read it."""
+        lines = [f"<|{message.role}|>\n{message.content}" for message in messages]
+        if tools:
+            lines.append("<|tools|>\n" + ", ".join(function_of(tool)["name"] for tool in tools))
+        return PromptView("\n".join(lines), None, None)
 
     def stream(
         self,
@@ -56,5 +65,7 @@ class ScriptedClient(StreamingClient):
             yield event
         if not any(isinstance(event, Done) for event in events):
             yield Done(
-                "tool_calls" if made_call else "stop", Usage(prompt_tokens=len(messages), completion_tokens=len(events))
+                "tool_calls" if made_call else "stop",
+                Usage(prompt_tokens=len(messages), completion_tokens=len(events)),
+                raw=reply if isinstance(reply, str) else "",
             )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from glm_client.agent import run_turn
 from ui.page import ModePage
 from ui.prompts import CHAT_SYSTEM_PROMPT
 
@@ -15,6 +14,4 @@ prompt = page.chat_input("Message the model")
 if prompt is not None and prompt.strip():
     page.add_user_message(prompt)
 
-page.respond(
-    lambda on_message, cancel: run_turn(page.client, page.messages, cancel=cancel, on_message=on_message, **params)
-)
+page.respond(page.start_turn(**params))

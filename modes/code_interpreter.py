@@ -6,7 +6,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from glm_client.agent import run_turn
 from glm_client.dialects.base import INTERPRETER_TOOL
 from kernel import KernelSession, KernelUnavailable, shutdown_idle
 from kernel.executor import kernel_executor
@@ -120,7 +119,7 @@ elif kernel.sandbox.mode == "refused":
     st.error(kernel.sandbox.reason, icon="⛔")
 elif not kernel.sandbox.sandboxed:
     st.warning(kernel.sandbox.reason, icon="⚠️")
-page.show_history("🧑‍💻 Code Interpreter")
+page.show_history("🧑‍💻 Code Interpreter", [INTERPRETER_TOOL])
 kernel_state_notice(kernel, page)
 
 submission = page.chat_input("Ask for an analysis, a plot, a calculation… (attach files with +)", accept_file=True)
@@ -133,16 +132,4 @@ if submission is not None and (submission.text.strip() or submission.files):
 
 progress = CallProgress()
 executor = kernel_executor(kernel, settings().kernel_timeout_s, on_wait=progress)
-page.respond(
-    lambda on_message, cancel: run_turn(
-        page.client,
-        page.messages,
-        executor,
-        [INTERPRETER_TOOL],
-        max_rounds=settings().max_rounds,
-        cancel=cancel,
-        on_message=on_message,
-        **params,
-    ),
-    progress,
-)
+page.respond(page.start_turn(executor, [INTERPRETER_TOOL], max_rounds=settings().max_rounds, **params), progress)

@@ -8,7 +8,7 @@ from collections.abc import Generator
 import streamlit as st
 
 from glm_client import Message, ToolCall
-from glm_client.agent import AgentEvent, MessageListener, run_turn
+from glm_client.agent import AgentEvent, MessageListener
 from tools import get_tool_status, get_tools, load_tools_dir
 from tools.adhoc import EXAMPLE, parse_tool_definitions
 from tools.executor import tool_executor
@@ -101,7 +101,7 @@ force_tool = st.sidebar.selectbox(
 )
 page.keep_settings()
 
-page.show_history("🛠️ Tool")
+page.show_history("🛠️ Tool", tools)
 st.caption(safe_markdown(f"{len(tools)} tool(s) offered: " + (", ".join(f"`{name}`" for name in names) or "none")))
 
 pending = pending_calls(page.messages) if manual else []
@@ -127,16 +127,8 @@ def start_turn(on_message: MessageListener, cancel: threading.Event) -> Generato
         tool_workdir(conversation_workdir(page.conversation.id)),  # the shell tool works in this conversation's files
         call_context(cancel, progress.report),  # Stop cancels an MCP call; its progress shows in the status box
     ):
-        yield from run_turn(
-            page.client,
-            page.messages,
-            executor,
-            tools,
-            max_rounds=settings().max_rounds,
-            cancel=cancel,
-            on_message=on_message,
-            **params,
-            **forced,
+        yield from page.start_turn(executor, tools, max_rounds=settings().max_rounds, **params, **forced)(
+            on_message, cancel
         )
 
 

@@ -52,7 +52,7 @@ def page_model(monkeypatch, scripted: ScriptedClient) -> ScriptedClient:
     """A ScriptedClient the mode pages use as their model."""
     import ui.model
 
-    monkeypatch.setattr(ui.model, "get_client", lambda: scripted)
+    monkeypatch.setattr(ui.model, "get_client", lambda _name=None: scripted)
     return scripted
 
 

@@ -20,7 +20,7 @@ def app(monkeypatch):
     monkeypatch.setattr(ui.access, "WRONG_PASSWORD_DELAY_S", 0.0)
     client = ScriptedClient()
     loads = []
-    monkeypatch.setattr(ui.model, "get_client", lambda: loads.append(1) or client)
+    monkeypatch.setattr(ui.model, "get_client", lambda _name=None: loads.append(1) or client)
     ui.model.settings.clear()
     application = AppTest.from_file(APP, default_timeout=60).run()
     application.loads = loads
@@ -49,7 +49,7 @@ def test_the_right_password_opens_the_app(app):
 
 def test_without_a_password_the_app_opens_directly(monkeypatch):
     monkeypatch.delenv("APP_PASSWORD", raising=False)
-    monkeypatch.setattr(ui.model, "get_client", lambda: ScriptedClient())
+    monkeypatch.setattr(ui.model, "get_client", lambda _name=None: ScriptedClient())
     ui.model.settings.clear()
     application = AppTest.from_file(APP, default_timeout=60).run()
     assert len(application.chat_input) == 1
@@ -59,7 +59,7 @@ def test_guessing_from_many_sessions_locks_the_address_out(monkeypatch, caplog):
     """Sessions are free: the lockout counts wrong passwords per address across all of them."""
     monkeypatch.setenv("APP_PASSWORD", "correct horse")
     monkeypatch.setattr(ui.access, "WRONG_PASSWORD_DELAY_S", 0.0)
-    monkeypatch.setattr(ui.model, "get_client", lambda: ScriptedClient())
+    monkeypatch.setattr(ui.model, "get_client", lambda _name=None: ScriptedClient())
     ui.model.settings.clear()
     monkeypatch.setattr(ui.access, "login_throttle", ui.access.LoginThrottle())
     monkeypatch.setattr(ui.access, "client_address", lambda: "203.0.113.7")  # AppTest has no real peer address

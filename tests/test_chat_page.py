@@ -16,7 +16,7 @@ PAGE = str(Path(__file__).resolve().parent.parent / "modes" / "chat.py")
 @pytest.fixture
 def page(monkeypatch):
     client = ScriptedClient()
-    monkeypatch.setattr(ui.model, "get_client", lambda: client)
+    monkeypatch.setattr(ui.model, "get_client", lambda _name=None: client)
     app = AppTest.from_file(PAGE, default_timeout=60)
     app.run()
     return app, client

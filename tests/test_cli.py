@@ -6,6 +6,7 @@ it sent can be checked on the server side.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -97,6 +98,21 @@ def test_a_question_gets_the_streamed_reply_and_clear_starts_over(scripted):
     assert [(m.role, m.content) for m in first[0]] == [("system", "Be terse."), ("user", "Hi there")]
     assert [(m.role, m.content) for m in second[0]] == [("system", "Be terse."), ("user", "Who are you?")]
     assert second[2] == {"temperature": 0.2, "max_new_tokens": 50}
+
+
+def test_slash_prompt_prints_the_last_rounds_request_without_the_key(scripted, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-cli-secret")
+    scripted.queue("Hello!")
+    out = converse(scripted.url, ["/prompt", "Hi there", "/prompt"], "--system", "Be terse.", "--max-new-tokens", "50")
+    assert "You: (no reply yet: the prompt is shown after the model has answered)\n" in out
+    shown = out.split("--- prompt of the last round (tokens counted by the server) ---\n")[1]
+    request = json.loads(shown.split("\n--- end of prompt ---")[0])
+    assert "sk-cli-secret" not in out and request["headers"] == {"Authorization": "Bearer ***"}
+    assert request["body"]["messages"] == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Hi there"},
+    ]
+    assert request["body"]["max_tokens"] == 50
 
 
 def test_tool_mode_runs_the_call_and_shows_it(scripted):

@@ -25,7 +25,7 @@ def page(monkeypatch, tmp_path):
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     ui.model.settings.clear()
     client = ScriptedClient()
-    monkeypatch.setattr(ui.model, "get_client", lambda: client)
+    monkeypatch.setattr(ui.model, "get_client", lambda _name=None: client)
     app = AppTest.from_file(PAGE, default_timeout=120)
     app.run()
     yield app, client

@@ -25,6 +25,7 @@ def test_defaults_work_on_a_fresh_machine(tmp_path: Path) -> None:
     assert settings.server_api_key == ""
     assert settings.weather_api_url == "https://wttr.in/{city}?format=j1"
     assert (settings.kernel_timeout_s, settings.kernel_memory_mb) == (60.0, 4096)
+    assert (settings.models_file, settings.max_loaded_models, settings.models) == ("", 1, ())
 
 
 def test_cache_dir_falls_back_to_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -61,6 +62,7 @@ def test_cache_dir_falls_back_to_home(monkeypatch: pytest.MonkeyPatch, tmp_path:
         ("KERNEL_SANDBOX", "bwrap", "kernel_sandbox", "bwrap"),
         ("ALLOWED_HOSTS", "API.example.com, *.example.org", "allowed_hosts", ("api.example.com", "*.example.org")),
         ("MARKDOWN_ALLOWED_HOSTS", "img.example.com", "markdown_allowed_hosts", ("img.example.com",)),
+        ("MAX_LOADED_MODELS", "2", "max_loaded_models", 2),
     ],
 )
 def test_each_variable_is_parsed(variable: str, value: str, attribute: str, expected: object) -> None:
@@ -77,6 +79,12 @@ def test_each_variable_is_parsed(variable: str, value: str, attribute: str, expe
         ("MAX_ROUNDS", "0", "MAX_ROUNDS='0' is not valid; use a number of at least 1."),
         ("KERNEL_MEMORY_MB", "100", "KERNEL_MEMORY_MB='100' is not valid; use a number of at least 256."),
         ("KERNEL_TIMEOUT", "0.5", "KERNEL_TIMEOUT='0.5' is not valid; use a number of at least 1.0."),
+        ("MAX_LOADED_MODELS", "0", "MAX_LOADED_MODELS='0' is not valid; use a number of at least 1."),
+        (
+            "MODELS_FILE",
+            "/nonexistent/models.toml",
+            "MODELS_FILE /nonexistent/models.toml cannot be read: No such file or directory.",
+        ),
         ("ENABLE_SHELL_TOOL", "maybe", "ENABLE_SHELL_TOOL='maybe' is not valid; use 1/true/yes/on or 0/false/no/off."),
         ("ENABLE_RM_RF_TOOL", "2", "ENABLE_RM_RF_TOOL='2' is not valid; use 1/true/yes/on or 0/false/no/off."),
     ],

@@ -87,7 +87,7 @@ class StoppedMidStream(ScriptedClient):
 
 def test_a_stop_mid_stream_keeps_the_partial_reply_marked_interrupted(monkeypatch):
     page_model = StoppedMidStream()
-    monkeypatch.setattr(ui.model, "get_client", lambda: page_model)
+    monkeypatch.setattr(ui.model, "get_client", lambda _name=None: page_model)
     app = open_page()
     app.chat_input(key="chat_input").set_value("talk to me").run()
     (summary,) = ui.state.conversation_store().list("chat")

@@ -25,7 +25,7 @@ HOSTILE = {
 @pytest.fixture
 def client(monkeypatch: pytest.MonkeyPatch) -> ScriptedClient:
     scripted = ScriptedClient()
-    monkeypatch.setattr(ui.model, "get_client", lambda: scripted)
+    monkeypatch.setattr(ui.model, "get_client", lambda _name=None: scripted)
     yield scripted
     kernel.shutdown_all()
 

@@ -409,7 +409,7 @@ def gateway_page(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Ca
         monkeypatch.setenv("KERNEL_GATEWAY_CONNECT_TIMEOUT_S", "2")
         ui.model.settings.clear()
         client = ScriptedClient()
-        monkeypatch.setattr(ui.model, "get_client", lambda: client)
+        monkeypatch.setattr(ui.model, "get_client", lambda _name=None: client)
         app = AppTest.from_file(PAGE, default_timeout=120)
         app.run()
         return app, client

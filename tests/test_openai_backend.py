@@ -273,7 +273,7 @@ def test_cancel_closes_the_stream_and_stops_the_server():
 def test_the_chat_page_works_on_the_openai_backend(server, monkeypatch):
     scripted, backend = server
     scripted.queue("Served over **HTTP**.")
-    monkeypatch.setattr(ui.model, "get_client", lambda: backend)
+    monkeypatch.setattr(ui.model, "get_client", lambda _name=None: backend)
     app = AppTest.from_file(PAGE, default_timeout=60)
     app.run()
     app.chat_input(key="chat_input").set_value("Hello server").run()
@@ -285,7 +285,7 @@ def test_the_chat_page_works_on_the_openai_backend(server, monkeypatch):
 
 def test_the_chat_page_shows_a_down_server_as_one_sentence(monkeypatch):
     url = f"http://127.0.0.1:{closed_port()}/v1"
-    monkeypatch.setattr(ui.model, "get_client", lambda: OpenAIClient(url, model="m"))
+    monkeypatch.setattr(ui.model, "get_client", lambda _name=None: OpenAIClient(url, model="m"))
     app = AppTest.from_file(PAGE, default_timeout=60)
     app.run()
     app.chat_input(key="chat_input").set_value("anyone there?").run()

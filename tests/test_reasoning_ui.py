@@ -18,7 +18,7 @@ PAGE = str(Path(__file__).resolve().parent.parent / "modes" / "chat.py")
 def open_page(monkeypatch, thinking_switch: bool = False) -> tuple[AppTest, ScriptedClient]:
     client = ScriptedClient()
     client.info = dataclasses.replace(client.info, thinking_switch=thinking_switch)
-    monkeypatch.setattr(ui.model, "get_client", lambda: client)
+    monkeypatch.setattr(ui.model, "get_client", lambda _name=None: client)
     app = AppTest.from_file(PAGE, default_timeout=60)
     app.run()
     return app, client

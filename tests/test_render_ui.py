@@ -101,7 +101,7 @@ def test_streamed_text_status_labels_and_errors_are_sanitised():
 
 def test_a_reply_on_the_chat_page_is_drawn_without_its_image(monkeypatch):
     client = ScriptedClient()
-    monkeypatch.setattr(ui.model, "get_client", lambda: client)
+    monkeypatch.setattr(ui.model, "get_client", lambda _name=None: client)
     app = AppTest.from_file(CHAT_PAGE, default_timeout=60).run()
     client.queue(f"Here ![pixel](https://{HOST}/p.png?d=SECRET) and `![code](https://{HOST}/c.png)`")
     app.chat_input(key="chat_input").set_value("hi").run()

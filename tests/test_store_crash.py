@@ -32,7 +32,7 @@ class Endless(ScriptedClient):
             yield TextDelta(f"word{n} ")
 
 model = Endless()
-ui.model.get_client = lambda: model
+ui.model.get_client = lambda _name=None: model
 app = AppTest.from_file(os.path.join(sys.argv[2], "modes", "chat.py"), default_timeout=3600)
 app.run()
 app.chat_input(key="chat_input").set_value("Tell me a long story").run()

@@ -35,10 +35,16 @@ AVATARS = {"user": ":material/person:", "assistant": ":material/smart_toy:"}
 StartTurn = Callable[[MessageListener, threading.Event], Generator[AgentEvent, None, None]]
 
 
-def render_history(conversation: list[Message]) -> None:
-    """Every message; an assistant reply and the observations of its calls share one bubble."""
+def render_history(
+    conversation: list[Message], inspect: Callable[[int], None] | None = None, show_models: bool = False
+) -> None:
+    """Every message; an assistant reply and the observations of its calls share one bubble.
+
+    `inspect(index)` draws the prompt inspector's control under each reply; with
+    `show_models` each reply says which model wrote it.
+    """
     bubble, bubble_role = None, None
-    for message in conversation:
+    for index, message in enumerate(conversation):
         if message.role == "system":
             continue
         role = "user" if message.role == "user" else "assistant"
@@ -49,6 +55,10 @@ def render_history(conversation: list[Message]) -> None:
                 st.markdown(safe_markdown(message.content))  # may come from an import
             elif message.role == "assistant":
                 render_assistant(message)
+                if show_models and message.meta.get("model"):
+                    st.caption(safe_markdown(f"`{message.meta['model']}`"))
+                if inspect is not None:
+                    inspect(index)
             else:
                 render_observation(message)
             for notice in message.meta.get("notices", []):

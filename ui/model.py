@@ -1,22 +1,16 @@
-"""The one model of this process, loaded once and shared by every browser session."""
+"""The models of this process: one pool (glm_client/models.py) shared by every browser session.
+
+Each conversation names its model (the sidebar's picker, saved with its settings); a
+model loads on first use, with a status box saying what is happening.
+"""
 
 from __future__ import annotations
 
-import threading
-
 import streamlit as st
 
-from glm_client import Client, ConfigError, ModelLoadError, Settings, load_client
-from ui.render import safe_markdown
-
-_loading = threading.Lock()
-
-
-@st.cache_resource(show_spinner=False)
-def _loaded_clients() -> dict[Settings, Client]:
-    # A process-wide holder rather than caching load_client itself: the load has to
-    # report progress into the page, which a cached function may not do.
-    return {}
+from glm_client import Client, ConfigError, ModelLoadError, Settings
+from glm_client.models import ModelPool
+from ui.render import safe_label, safe_markdown
 
 
 @st.cache_resource(show_spinner=False)
@@ -24,20 +18,46 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
-def get_client() -> Client:
-    """The loaded client; while loading, a status box says what is happening. Stops the page on failure."""
+def pool() -> ModelPool:
+    return _pool_for(settings())
+
+
+@st.cache_resource(show_spinner=False)
+def _pool_for(current: Settings) -> ModelPool:
+    return ModelPool(current)
+
+
+def model_names() -> list[str]:
+    """The models a conversation can pick, the default first; stops the page when MODELS_FILE is bad."""
     try:
-        current = settings()
-        clients = _loaded_clients()
-        if current not in clients:
-            placeholder = st.empty()
-            with placeholder.status("Loading the model…", expanded=True) as status, _loading:
-                if current not in clients:
-                    clients[current] = load_client(current, status.write)
-            placeholder.empty()
-        return clients[current]
-    except (ModelLoadError, ConfigError) as error:
-        st.error(safe_markdown(f"**The model could not be loaded.** {error}"))
-        st.caption("Fix the setting (see the README's configuration table) and reload the page.")
-        st.stop()
+        return pool().names
+    except ConfigError as error:
+        _stop_with(error)
         raise  # st.stop() does not return
+
+
+def get_client(name: str | None = None) -> Client:
+    """The named model's client (the default's without a name), loaded if need be. Stops the page on failure."""
+    try:
+        models = pool()
+        if name is None or models.client(name) is None:
+            placeholder = st.empty()
+            with placeholder.status(safe_label(f"Loading {name or 'the model'}…"), expanded=True) as status:
+                client = models.get(name, status.write)
+            placeholder.empty()
+            return client
+        return models.get(name)
+    except (ModelLoadError, ConfigError) as error:
+        _stop_with(error)
+        raise  # st.stop() does not return
+
+
+def loaded_client(name: str) -> Client | None:
+    """The named model's client if it is loaded now (never loads one)."""
+    return pool().client(name)
+
+
+def _stop_with(error: Exception) -> None:
+    st.error(safe_markdown(f"**The model could not be loaded.** {error}"))
+    st.caption("Fix the setting (see the README's configuration table) and reload the page.")
+    st.stop()

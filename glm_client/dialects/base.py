@@ -41,6 +41,10 @@ class Dialect(Protocol):
         """Text of reply ids, in the form the parser expects."""
         ...
 
+    def prompt_text(self, ids: list[int]) -> str:
+        """Prompt ids as text with every special token spelled out (the prompt inspector)."""
+        ...
+
     def new_parser(self, tools: list[ToolSchema] | None = None) -> OutputParser: ...
 
     def call_syntax(self) -> CallSyntax | None:

@@ -85,6 +85,9 @@ class ChatTemplateDialect:
     def decode(self, ids: list[int]) -> str:
         return decode_keeping(self.tokenizer, ids, self._kept_tags)
 
+    def prompt_text(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=False))
+
     def new_parser(self, tools: list[ToolSchema] | None = None) -> OutputParser:
         ordinary, interpreter = split_interpreter(tools)
         # A template with tool support calls the interpreter like any tool; a ```python fence

@@ -170,6 +170,9 @@ class ChatGLM3Dialect:
         """
         return self.vocab.decode(ids)
 
+    def prompt_text(self, ids: list[int]) -> str:
+        return self.vocab.decode(ids)  # special tokens come out by name: [gMASK]sop<|system|>…
+
     def new_parser(self, tools: list[ToolSchema] | None = None) -> OutputParser:
         parser = ChatGLM3Parser(tools)
         return CodeFences(parser) if split_interpreter(tools)[1] else parser

@@ -182,6 +182,18 @@ class TransformersEngine:
         )
         return cls(model, tokenizer, info, fast)
 
+    def close(self) -> None:
+        """Free the model (the model pool unloads it): the decode thread ends, the weights and KV caches go.
+
+        A reply in progress ends with "The engine has shut down.", and so does every later one.
+        """
+        if self.decoder is not None:
+            self.decoder.close()  # its sequences end with that error; the thread lets go of the weights
+        if self.prompt_cache is not None:
+            self.prompt_cache.clear()
+        with self._forward_lock:  # the reference loop's forward in progress finishes first
+            self.model = self.fast = self.decoder = self.prompt_cache = None
+
     def generate(
         self,
         input_ids: list[int],
@@ -191,9 +203,12 @@ class TransformersEngine:
         constraint: TokenConstraint | None = None,
     ) -> Iterator[int]:
         """`Engine.generate`: from the packed path's decode thread, else from the reference loop."""
-        if self.decoder is not None:
-            yield from self.decoder.generate(input_ids, params, stop_ids, cancel, constraint)
+        decoder = self.decoder  # read once: close() may clear it meanwhile
+        if decoder is not None:
+            yield from decoder.generate(input_ids, params, stop_ids, cancel, constraint)
             return
+        if self.model is None:
+            raise RuntimeError("The engine has shut down.")
         from transformers import DynamicCache
 
         picker = TokenPicker(input_ids, params, stop_ids, constraint)
@@ -204,6 +219,8 @@ class TransformersEngine:
                 if cancel is not None and cancel.is_set():
                     return
                 with self._forward_lock:
+                    if self.model is None:  # closed while this reply ran
+                        raise RuntimeError("The engine has shut down.")
                     output = self.model(input_ids=step_input, past_key_values=cache, use_cache=True)
                 token = picker.pick(output.logits[0, -1].float().cpu())
                 if token is None:

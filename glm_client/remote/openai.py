@@ -18,7 +18,7 @@ from urllib.parse import urlparse, urlunparse
 
 import httpx
 
-from glm_client.client import ModelInfo, StreamingClient
+from glm_client.client import ModelInfo, PromptView, StreamingClient
 from glm_client.config import ConfigError, GenerationParams
 from glm_client.dialects.base import ToolSchema
 from glm_client.events import Done, Event, FinishReason, ReasoningDelta, TextDelta, Timings, ToolCallStart, Usage
@@ -90,13 +90,15 @@ class OpenAIClient(StreamingClient):
             yield Done("error", error=str(error))
             return
         reply = ReplyAssembler()
+        chunks: list[str] = []  # as streamed, for the prompt inspector
         try:
             with self._http.stream("POST", f"{self.base_url}/chat/completions", json=body) as response:
                 if response.status_code >= 400:
                     response.read()
-                    yield Done("error", error=self._status_error(response))
+                    yield Done("error", error=self._status_error(response), raw=response.text[:10_000])
                     return
                 for data in sse_data(response.iter_lines()):
+                    chunks.append(data)
                     if data.strip() == "[DONE]":
                         reply.ended = True
                         break
@@ -106,17 +108,29 @@ class OpenAIClient(StreamingClient):
         except (httpx.HTTPError, StreamError) as error:
             message = str(error) if isinstance(error, StreamError) else self._transport_error(error)
             message = message.replace(self.base_url, self.shown_url)  # httpx may quote the URL
-            yield Done("error", reply.usage(), reply.timings(), message)
+            yield Done("error", reply.usage(), reply.timings(), message, "\n".join(chunks))
             return
+        raw = "\n".join(chunks)
         if cancel is not None and cancel.is_set():
-            yield Done("cancelled", reply.usage(), reply.timings())
+            yield Done("cancelled", reply.usage(), reply.timings(), raw=raw)
         elif not reply.ended:
             message = f"The model server at {self.shown_url} ended the stream before the reply was finished."
-            yield Done("error", reply.usage(), reply.timings(), message)
+            yield Done("error", reply.usage(), reply.timings(), message, raw)
         else:
             calls = reply.tool_calls()
             yield from calls
-            yield Done(reply.finish_reason(bool(calls)), reply.usage(), reply.timings())
+            yield Done(reply.finish_reason(bool(calls)), reply.usage(), reply.timings(), raw=raw)
+
+    def render_prompt(
+        self, messages: list[Message], tools: list[ToolSchema] | None = None, **params: Any
+    ) -> PromptView:
+        """The request as `stream` sends it; the API key shows as `***`. The server counts the tokens."""
+        request = {
+            "POST": f"{self.shown_url}/chat/completions",
+            "headers": {"Authorization": "Bearer ***"} if "authorization" in self._http.headers else {},
+            "body": self.request_body(messages, tools, **params),
+        }
+        return PromptView(json.dumps(request, indent=2, ensure_ascii=False), None, None)
 
     def request_body(self, messages: list[Message], tools: list[ToolSchema] | None = None, **params: Any) -> dict:
         """The chat-completions request for these messages; raises ConfigError for a bad parameter."""

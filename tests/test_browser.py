@@ -22,7 +22,6 @@ import pytest
 from glm_client.testing import ScriptedClient
 
 ROOT = Path(__file__).resolve().parent.parent
-AVATAR = "smart_toy"  # the assistant's avatar is a Material icon: its text is the icon's name
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM_ARGS = [
@@ -116,8 +115,11 @@ def send(page, text: str) -> None:
 
 
 def assistant_text(page) -> str:
+    """The text of the last reply's bubble (its Markdown: not the controls under it, such as 🔍 Inspect)."""
     messages = page.get_by_test_id("stChatMessage")
-    return messages.nth(messages.count() - 1).inner_text() if messages.count() >= 2 else ""
+    if messages.count() < 2:
+        return ""
+    return "\n".join(messages.nth(messages.count() - 1).get_by_test_id("stMarkdown").all_inner_texts())
 
 
 def wait_idle(page) -> None:
@@ -130,10 +132,10 @@ def stop_button(page):
 
 
 def reopened_text(page, timeout_s: float = 30.0) -> str:
-    """The last reply of a reopened conversation, once drawn: its bubble (the avatar) may appear before its text."""
+    """The last reply of a reopened conversation, once drawn: its bubble may appear before its text."""
     page.get_by_test_id("stChatMessage").nth(1).wait_for()
     deadline = time.monotonic() + timeout_s
-    while len(assistant_text(page).strip()) <= len(AVATAR) and time.monotonic() < deadline:
+    while not assistant_text(page).strip() and time.monotonic() < deadline:
         time.sleep(0.1)
     return assistant_text(page)
 

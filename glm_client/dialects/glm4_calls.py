@@ -42,7 +42,9 @@ class Glm4CallParser:
         if newline and line.strip() in self._names:
             self._mode, self._name, self._body = "call", line.strip(), rest
             return [ToolCallStart(self._name)]
-        if newline or not any(name.startswith(self._head.lstrip()) for name in self._names):
+        start = self._head.lstrip()
+        # Still possibly a name line: a prefix of a name, or a whole name with spaces after it.
+        if newline or not (start.rstrip() in self._names or any(name.startswith(start) for name in self._names)):
             self._mode = "prose"
             return [TextDelta(self._head)]
         return []

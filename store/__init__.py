@@ -19,10 +19,12 @@ from store.base import (
     ConversationStore,
     ConversationSummary,
     derive_title,
+    describe_store_failure,
     is_conversation_id,
+    is_store_failure,
     new_conversation_id,
 )
-from store.draft import DraftWriter
+from store.draft import BackgroundDraftWriter, DraftWriter
 from store.export import from_openai_json, to_markdown, to_openai_json
 from store.images import ImageFiles
 from store.postgres import PostgresStore
@@ -32,14 +34,17 @@ SQLITE_FILE = "conversations.sqlite3"
 ACCEPTED_URLS = "empty (SQLite in the data directory), sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
 
 __all__ = [
+    "BackgroundDraftWriter",
     "Conversation",
     "ConversationNotFound",
     "ConversationStore",
     "ConversationSummary",
     "DraftWriter",
     "derive_title",
+    "describe_store_failure",
     "from_openai_json",
     "is_conversation_id",
+    "is_store_failure",
     "new_conversation_id",
     "open_store",
     "to_markdown",

@@ -9,7 +9,9 @@ restarted app finds whatever was last written.
 from __future__ import annotations
 
 import builtins
+import errno
 import re
+import sqlite3
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -32,6 +34,27 @@ def is_conversation_id(text: str) -> bool:
 
 class ConversationNotFound(LookupError):
     """Raised when writing to a conversation that does not exist (deleted meanwhile)."""
+
+
+def is_store_failure(error: BaseException) -> bool:
+    """Whether `error` is the store's medium failing (a full disk, a database down or restarting), not a bug.
+
+    Such a failure passes: the caller keeps what it could not save and tries again later.
+    """
+    if isinstance(error, OSError | sqlite3.OperationalError):  # OSError: image files, ConnectionError
+        return True
+    # psycopg is optional: its OperationalError (connection lost, server shutting down) by name.
+    return any(k.__name__ == "OperationalError" and k.__module__.startswith("psycopg") for k in type(error).__mro__)
+
+
+def describe_store_failure(error: BaseException) -> str:
+    """A store failure in words fit for a page: no paths, hosts or user names."""
+    text = str(error).lower()
+    if getattr(error, "errno", None) == errno.ENOSPC or "disk is full" in text or "no space left" in text:
+        return "the disk is full"
+    if isinstance(error, sqlite3.OperationalError):
+        return f"the database failed ({error})"  # SQLite's messages name no path: "database is locked"
+    return "the database cannot be reached"
 
 
 @dataclass

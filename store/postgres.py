@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from store.images import ImageFiles
@@ -40,10 +40,19 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def _transaction(self, write: bool = True) -> Iterator[Run]:
-        with self._lock:
-            if self._connection.closed or self._connection.broken:
-                self._connection = self._connect()  # the server restarted or the network dropped
-            with self._connection.transaction(), self._connection.cursor() as cursor:
+        with self._lock, ExitStack() as stack:
+            for attempt in (1, 2):
+                if self._connection.closed or self._connection.broken:
+                    self._connection = self._connect()  # the server restarted or the network dropped
+                try:
+                    stack.enter_context(self._connection.transaction())
+                    break
+                except self._psycopg.OperationalError:
+                    # A connection the server closed (a restart) is only found out by using it: here, at
+                    # BEGIN, before anything of this transaction ran, so a fresh connection may try it again.
+                    if attempt == 2 or not self._connection.broken:
+                        raise
+            with self._connection.cursor() as cursor:
 
                 def run(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
                     cursor.execute(sql.replace("?", "%s"), params)

@@ -344,6 +344,24 @@ def test_unreachable_postgres_is_one_clear_error(tmp_path: Path) -> None:
         open_store("postgresql://nobody@127.0.0.1:1/none?connect_timeout=3", tmp_path)
 
 
+def test_postgres_reconnects_when_the_server_closed_its_connection(postgres_server, tmp_path: Path) -> None:
+    """A restarted server closes every connection; the store finds out at its next BEGIN and reconnects
+    there, so the first save or read after a restart works (it used to fail once, ending a turn)."""
+    import psycopg
+
+    store = open_store(postgres_server.new_database(), tmp_path)
+    try:
+        conversation_id = store.create("chat")
+        backend = store._connection.info.backend_pid  # type: ignore[attr-defined]
+        with psycopg.connect(postgres_server.url(), autocommit=True) as admin:  # as a restart does, to this one
+            admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        store.put_message(conversation_id, 0, Message.user("after the restart"))
+        assert [s.id for s in store.list()] == [conversation_id]
+        assert store._connection.info.backend_pid != backend  # type: ignore[attr-defined]
+    finally:
+        store.close()
+
+
 def test_a_conversation_can_be_created_under_an_id_chosen_beforehand(store: ConversationStore) -> None:
     chosen = new_conversation_id()
     assert store.create("code_interpreter", conversation_id=chosen) == chosen

@@ -20,7 +20,7 @@ import streamlit as st
 from glm_client import Done, Message, Notice, ReasoningDelta, TextDelta, ToolCall, ToolCallStart
 from glm_client.agent import AgentEvent, MessageListener, ObservationEvent, RoundLimitReached
 from glm_client.messages import IMAGE_PLACEHOLDER
-from store import DraftWriter
+from store import BackgroundDraftWriter, describe_store_failure
 from store.images import image_problem
 from ui.render import safe_label, safe_markdown
 from ui.state import OpenConversation
@@ -300,17 +300,37 @@ def answer(
     This run owns the turn. Whatever ends the run early (Stop, another click, a new message,
     switching conversation) ends the turn here, before the next run starts: the model is
     cancelled and the partial reply, with every token received, is saved marked as stopped.
+    A store that fails meanwhile (a full disk, a database restarting) is reported, not fatal:
+    the reply streams on, and what was not saved is saved once the store works again.
     """
-    drafts: list[DraftWriter] = []
+    drafts: list[BackgroundDraftWriter] = []
+    failing = [False]  # whether the store failed last time: the user hears of each change once
+
+    def report(failure: str | None) -> None:
+        """`failure`: why the last save failed, in words, or None when it worked."""
+        if (failure is not None) == failing[0]:
+            return
+        failing[0] = failure is not None
+        if failure is None:
+            st.toast("Saving works again.", icon="💾")
+        else:
+            message = f"Saving failed: {failure}. The reply goes on and is saved once the store works."
+            st.toast(message, icon="⚠️", duration="long")
 
     def save_draft(text: str) -> None:
         if not drafts:
             drafts.append(conversation.draft_writer())
         drafts[0].update(Message.assistant(text))
+        error = drafts[0].error  # read once: the writer's thread may clear it meanwhile
+        report(None if error is None else describe_store_failure(error))
+
+    def close_drafts() -> None:
+        while drafts:
+            drafts.pop().close()  # waits for a draft being written: it must not land after the final message
 
     def save_message(index: int, message: Message) -> None:
-        conversation.save_message(index, message)
-        drafts.clear()  # the next reply goes to the next position
+        close_drafts()  # the next reply goes to the next position
+        report(None if conversation.save_message(index, message) else conversation.save_error)
 
     cancel = threading.Event()
     events = start_turn(save_message, cancel)
@@ -319,3 +339,4 @@ def answer(
     finally:
         cancel.set()
         events.close()  # run_turn appends and reports the partial reply now
+        close_drafts()

@@ -9,18 +9,33 @@ Each message is written once it is final, at its own position: the user's when i
 sent, a turn's as the turn reports them (`save_message`), so what is saved never
 depends on the order things are appended in. The sidebar's settings are saved with
 the conversation whenever they change (`keep_settings`).
+
+A save the store cannot take (a full disk, a database restarting) does not stop the page:
+what was not saved stays in this page and is written, in order, at the next save or the
+next run of the page, which says so until then.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import streamlit as st
 
 from glm_client import Message
-from store import ConversationStore, DraftWriter, is_conversation_id, new_conversation_id, open_store
+from store import (
+    BackgroundDraftWriter,
+    ConversationStore,
+    describe_store_failure,
+    is_conversation_id,
+    is_store_failure,
+    new_conversation_id,
+    open_store,
+)
 from ui.model import settings
+
+log = logging.getLogger(__name__)
 
 QUERY_KEY = "c"
 MODE_TITLES = {"chat": "Chat", "tool": "Tool", "code_interpreter": "Code Interpreter"}
@@ -40,16 +55,46 @@ class OpenConversation:
     messages: list[Message] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)  # the settings it was last saved with
     stored: bool = False  # whether the store has a row for it yet
+    # What the store has not taken yet (it failed): written by the next flush, truncation first.
+    unsaved: dict[int, Message] = field(default_factory=dict)
+    truncate_at: int | None = None
+    params_unsaved: bool = False
+    save_error: str = ""  # why the last save failed, in words; "" once everything is saved
 
     def _ensure_stored(self) -> ConversationStore:
         store = conversation_store()
         if not self.stored:
             store.create(self.mode, conversation_id=self.id)
-            if self.params:
-                store.set_params(self.id, self.params)
             self.stored = True
+            self.params_unsaved = bool(self.params)
             st.query_params[QUERY_KEY] = self.id
         return store
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.unsaved) or self.truncate_at is not None or self.params_unsaved
+
+    def flush(self) -> bool:
+        """Write what is not saved yet; False while the store fails (the reason in `save_error`)."""
+        try:
+            store = self._ensure_stored()
+            if self.params_unsaved:
+                store.set_params(self.id, self.params)
+                self.params_unsaved = False
+            if self.truncate_at is not None:
+                store.truncate(self.id, self.truncate_at)
+                self.truncate_at = None
+            for index in sorted(self.unsaved):
+                store.put_message(self.id, index, self.unsaved[index])
+                del self.unsaved[index]
+        except Exception as error:
+            if not is_store_failure(error):
+                raise
+            log.warning("Saving conversation %s failed: %s", self.id, error)
+            self.save_error = describe_store_failure(error)
+            return False
+        self.save_error = ""
+        return True
 
     def add(self, message: Message) -> None:
         """Append a finished message (the user's, a typed tool result) and save it.
@@ -63,20 +108,30 @@ class OpenConversation:
         else:
             self.save_message(len(self.messages) - 1, message)
 
-    def save_message(self, index: int, message: Message) -> None:
-        """Save the message at `index` as it is now: run_turn's `on_message` for a turn's messages."""
-        self._ensure_stored().put_message(self.id, index, message)
+    def save_message(self, index: int, message: Message) -> bool:
+        """Save the message at `index` as it is now: run_turn's `on_message` for a turn's messages.
+
+        False when the store failed: the message is kept and written by the next save.
+        """
+        self.unsaved[index] = message
+        return self.flush()
 
     def save_all(self) -> None:
         """Rewrite every message (positions shifted: a system prompt added or removed)."""
-        store = self._ensure_stored()
-        for index, message in enumerate(self.messages):
-            store.put_message(self.id, index, message)
-        store.truncate(self.id, len(self.messages))
+        self.unsaved = dict(enumerate(self.messages))
+        self._truncate(len(self.messages))
+        self.flush()
 
-    def draft_writer(self) -> DraftWriter:
-        """Saves the reply being streamed, at the position it will have, so a crash keeps it."""
-        return DraftWriter(self._ensure_stored(), self.id, len(self.messages))
+    def _truncate(self, length: int) -> None:
+        self.unsaved = {index: message for index, message in self.unsaved.items() if index < length}
+        self.truncate_at = length if self.truncate_at is None else min(self.truncate_at, length)
+
+    def draft_writer(self) -> BackgroundDraftWriter:
+        """Saves the reply being streamed, at the position it will have, so a crash keeps it (all but
+        the token in flight). Earlier unsaved messages are written first; while the store fails, the
+        writer keeps trying (its `error` says why)."""
+        self.flush()
+        return BackgroundDraftWriter(conversation_store(), self.id, len(self.messages))
 
     def keep_settings(self, values: dict[str, Any]) -> None:
         """Remember the sidebar's settings, saving them when they changed (in the store once it has the conversation)."""
@@ -84,7 +139,8 @@ class OpenConversation:
             return
         self.params = dict(values)
         if self.stored:
-            conversation_store().set_params(self.id, self.params)
+            self.params_unsaved = True
+            self.flush()
         if "system_prompt" in values and self.set_system_prompt(values["system_prompt"]) and self.stored:
             self.save_all()
 
@@ -111,7 +167,8 @@ class OpenConversation:
             return False
         del self.messages[last_user + 1 :]
         if self.stored:
-            conversation_store().truncate(self.id, len(self.messages))
+            self._truncate(len(self.messages))
+            self.flush()
         return True
 
 
@@ -135,6 +192,12 @@ def current(mode: str) -> OpenConversation:
             conversations[mode] = open_now
     if open_now is None:
         open_now = conversations[mode] = OpenConversation(mode)
+    if open_now.pending and not open_now.flush():
+        st.warning(
+            f"Not everything in this conversation is saved: {open_now.save_error}. It is kept in this page "
+            "and saved as soon as the store works again (try again with any action).",
+            icon="💾",
+        )
     if open_now.stored:
         st.query_params[QUERY_KEY] = open_now.id
     elif QUERY_KEY in st.query_params:

@@ -216,6 +216,7 @@ glm_texts = st.lists(glm_alphabet, max_size=30).map("".join) | st.text(max_size=
 @settings(max_examples=200, deadline=None)
 @given(glm_texts, st.integers(min_value=1, max_value=5))
 @example("book_room \n", 1)  # a name with a space after it was prose one character at a time
+@example("<tool_call></tool_call>\n", 1)  # the newline after a call was prose when it came in a chunk of its own
 def test_chunking_never_changes_what_the_parsers_read(text, chunk):
     for make in (Glm45CallParser, Glm4CallParser):
         whole = normalized(run(make(TOOLS), text))

@@ -52,6 +52,7 @@ class Glm45CallParser:
         self._in_call = False
         self._announced = False
         self._held_space = ""  # prose whitespace before a call is dropped with it
+        self._after_call = False  # and whitespace after one, however it is chunked
 
     def feed(self, text: str) -> list[Event]:
         self._pending += text
@@ -75,17 +76,20 @@ class Glm45CallParser:
             if end < 0:
                 return events
             events += self._call(body, closed=True)
-            self._pending = self._pending[end + len(CLOSE) :].lstrip()
-            self._in_call = False
+            self._pending = self._pending[end + len(CLOSE) :]
+            self._in_call, self._after_call = False, True
 
     def finish(self) -> list[Event]:
         events = self._call(self._pending, closed=False) if self._in_call else self._prose(self._pending)
         if not self._in_call and self._held_space:
             events.append(TextDelta(self._held_space))
-        self._pending, self._held_space, self._in_call = "", "", False
+        self._pending, self._held_space, self._in_call, self._after_call = "", "", False, False
         return events
 
     def _prose(self, text: str) -> list[Event]:
+        if self._after_call:
+            text = text.lstrip()
+            self._after_call = not text
         text = self._held_space + text
         body = text.rstrip()
         self._held_space = text[len(body) :]

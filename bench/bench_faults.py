@@ -48,7 +48,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,9 +59,8 @@ sys.path.insert(0, str(ROOT))
 from glm_client import INTERPRETER, Message, TextDelta, ToolCall  # noqa: E402
 from glm_client.events import Event  # noqa: E402
 from glm_client.testing import ScriptedClient  # noqa: E402
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, wait_for  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 MCP_TEST_SERVERS = ROOT / "tests" / "mcp_test_servers.py"
 SQLITE_FILE = "conversations.sqlite3"
 CURSOR = "▌"
@@ -127,24 +125,6 @@ def serve_model(port: int, pace: float) -> None:
     uvicorn.run(create_app(FaultModel(pace)), host="127.0.0.1", port=port, log_level="warning")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_url(url: str, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer within {timeout_s:.0f} s")
-
-
 def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, step_s: float = 0.1) -> Any:
     """Poll `condition` until it is truthy (and return that value); TimeoutError naming `what` after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
@@ -174,7 +154,7 @@ class Process:
         if self.log is not None:
             output.close()  # type: ignore[union-attr]
         if self.ready_url:
-            wait_for_url(self.ready_url)
+            wait_for(self.ready_url, timeout=120)
         return self
 
     def kill(self) -> None:

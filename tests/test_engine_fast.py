@@ -66,11 +66,12 @@ def test_the_embedded_model_runs_packed_int4_weights_with_an_int8_head(embedded_
     assert fast is not None and (fast.weight_bits, fast.head_bits) == (4, 8)
 
 
+@pytest.mark.parametrize("dense", [torch.bfloat16, torch.float32])  # prompts' matmuls: packed.dense_dtype
 @pytest.mark.parametrize("bits", [16, 4])
-def test_fast_path_makes_the_reference_greedy_choices_on_a_prompt_set(embedded_client, reference, bits):
+def test_fast_path_makes_the_reference_greedy_choices_on_a_prompt_set(embedded_client, reference, bits, dense):
     """Along the reference's greedy reply, the fast path picks its token wherever the lead is clear (quality.py)."""
     model = embedded_client.engine.model
-    fast = with_fast(embedded_client, FastLlama(model, weight_bits=bits, head_bits=8 if bits == 4 else 16))
+    fast = with_fast(embedded_client, FastLlama(model, weight_bits=bits, head_bits=8 if bits == 4 else 16, dense=dense))
     stop_ids = set(embedded_client.dialect.stop_token_ids())
     for prompt in PROMPTS:
         ids = embedded_client.dialect.encode([Message.user(prompt)])

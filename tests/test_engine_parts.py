@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from glm_client.config import GenerationParams
+from glm_client.engines import packed
 from glm_client.engines.decoding import PREFILL_CHUNK, SequenceDecoder
-from glm_client.engines.packed import PackedLinear
+from glm_client.engines.packed import PackedLinear, dense_dtype
 from glm_client.engines.prompt_cache import MIN_SHARED_PREFIX, PromptCache, shared_prefix
 from glm_client.engines.sampling import next_token, top_p_candidates
 
@@ -54,6 +55,31 @@ def test_int4_reproduces_weights_that_are_already_on_its_grid():
     x = torch.eye(64, dtype=torch.bfloat16)[:4]  # few rows: the packed kernel
     error = (linear(x).float() - weight[:, :4].T.float()).abs()
     assert (error <= 0.1 * scale[:, :4].T).all()  # a tenth of a step: bf16 rounding of scale and offset
+
+
+@pytest.mark.parametrize("bits", [16, 4])
+def test_dense_rows_on_a_float32_copy_give_the_bf16_result_in_bf16(bits):
+    torch.manual_seed(3)
+    weight = (torch.randn(96, 64) * 0.02).to(torch.bfloat16)
+    bias = torch.randn(96, dtype=torch.bfloat16)
+    on_bf16, on_float32 = PackedLinear(weight, bias, bits), PackedLinear(weight, bias, bits, torch.float32)
+    assert (on_float32.dense_weight.dtype, on_bf16.dense_weight.dtype) == (torch.float32, torch.bfloat16)
+    assert on_float32.packed_nbytes() - on_bf16.packed_nbytes() == weight.numel() * 4  # the copy is counted
+    x = torch.randn(40, 64, dtype=torch.bfloat16)
+    y = on_float32.dense(x)
+    assert y.dtype == torch.bfloat16
+    exact = x.float() @ weight.float().T + bias.float()
+    assert (y.float() - exact).abs().max() <= (on_bf16.dense(x).float() - exact).abs().max() + 0.02
+
+
+def test_prompts_run_on_float32_where_this_cpu_is_slow_at_bf16(monkeypatch):
+    small, large = 135_000_000, packed.DENSE_COPY_MAX_BYTES  # parameters: the embedded model's, a 4x-too-large copy
+    monkeypatch.setattr(packed, "bf16_matmul_slowdown", lambda: 8.0)  # an AVX2 CPU without AVX512-BF16
+    assert dense_dtype(torch.bfloat16, small) == torch.float32
+    assert dense_dtype(torch.bfloat16, large) == torch.bfloat16  # the copy would cost too much memory
+    assert dense_dtype(torch.float16, small) == torch.float16
+    monkeypatch.setattr(packed, "bf16_matmul_slowdown", lambda: 1.0)  # a CPU with bf16 instructions
+    assert dense_dtype(torch.bfloat16, small) == torch.bfloat16
 
 
 @pytest.mark.parametrize("bits", [4, 8])

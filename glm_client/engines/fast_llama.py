@@ -17,13 +17,14 @@ sequence, so that:
 
 A prompt chunk of DENSE_MIN_TOKENS or more runs its linears on the model's own
 bf16 weights (a matmul over many rows: 2-3x faster than the packed kernels, which are
-made for few rows) and its attention as one masked matmul; decode steps run on the
+made for few rows), or on a float32 copy of them where this CPU has no fast bf16
+matmul (packed.dense_dtype), and its attention as one masked matmul; decode steps run on the
 packed weights, one query at a time. A decode row's result does not depend on the
 other rows of its step (batching changes no output, bit for bit); a token's logits
 differ slightly between being prefilled and being decoded (prompt cache), within
 what tests/test_engine_fast.py allows.
 
-With bf16 weights it computes what the transformers forward computes, op for op,
+With bf16 weights (and bf16 dense matmuls) it computes what the transformers forward computes, op for op,
 except the attention (eager math instead of sdpa's kernel).
 """
 
@@ -36,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from glm_client.engines.decoding import Row
-from glm_client.engines.packed import PackedLinear
+from glm_client.engines.packed import PackedLinear, dense_dtype
 
 # Architectures whose decoder layers this forward reproduces exactly.
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
@@ -117,12 +118,14 @@ def unsupported_reason(model: Any) -> str | None:
 class FastLlama:
     """The packed weights of a Llama-family model and a forward over rows of several sequences."""
 
-    def __init__(self, model: Any, weight_bits: int = 4, head_bits: int = 8) -> None:
+    def __init__(self, model: Any, weight_bits: int = 4, head_bits: int = 8, dense: torch.dtype | None = None) -> None:
+        """`dense`: the dtype of prompt chunks' matmuls; None picks the fastest on this CPU (packed.dense_dtype)."""
         reason = unsupported_reason(model)
         if reason:
             raise ValueError(reason)
         config = model.config
         self.dtype = next(model.parameters()).dtype
+        self.dense_dtype = dense or dense_dtype(self.dtype, sum(p.numel() for p in model.model.layers.parameters()))
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
@@ -131,7 +134,7 @@ class FastLlama:
         self.scale = self.head_dim**-0.5
         self.inv_freq = model.model.rotary_emb.inv_freq.detach().float().clone()
         self.vocab_size = config.vocab_size
-        self.layers = [self._pack_layer(layer, weight_bits) for layer in model.model.layers]
+        self.layers = [self._pack_layer(layer, weight_bits, self.dense_dtype) for layer in model.model.layers]
         self.final_norm = model.model.norm.weight.detach()
         self.head = PackedLinear(model.lm_head.weight, None, head_bits)
         self.embedding = model.model.embed_tokens.weight.detach()
@@ -139,16 +142,16 @@ class FastLlama:
         self.head_bits = self.head.bits
 
     @staticmethod
-    def _pack_layer(layer: Any, bits: int) -> _Layer:
+    def _pack_layer(layer: Any, bits: int, dense: torch.dtype) -> _Layer:
         attention, mlp = layer.self_attn, layer.mlp
         qkv = (attention.q_proj, attention.k_proj, attention.v_proj)
         return _Layer(
             attention_norm=layer.input_layernorm.weight.detach(),
-            qkv=PackedLinear(_fuse(qkv), _fuse_bias(qkv), bits),
-            output=PackedLinear(attention.o_proj.weight, attention.o_proj.bias, bits),
+            qkv=PackedLinear(_fuse(qkv), _fuse_bias(qkv), bits, dense),
+            output=PackedLinear(attention.o_proj.weight, attention.o_proj.bias, bits, dense),
             mlp_norm=layer.post_attention_layernorm.weight.detach(),
-            gate_up=PackedLinear(_fuse((mlp.gate_proj, mlp.up_proj)), None, bits),
-            down=PackedLinear(mlp.down_proj.weight, None, bits),
+            gate_up=PackedLinear(_fuse((mlp.gate_proj, mlp.up_proj)), None, bits, dense),
+            down=PackedLinear(mlp.down_proj.weight, None, bits, dense),
         )
 
     def new_cache(self, limit: int) -> KVCache:

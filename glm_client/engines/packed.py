@@ -13,10 +13,16 @@ quantization costs them nothing.
 Each packed kernel computes a row the same whatever the number of rows (checked
 bit for bit here), so decoding in a batch with other sessions changes no output.
 The packed kernels are made for few rows; a prompt's many rows run on the model's
-own bf16 weights (`dense`), 2-3x faster there (fast_llama.py).
+own bf16 weights (`dense`), 2-3x faster there (fast_llama.py). A CPU without bf16
+instructions (AVX2 but no AVX512-BF16 or AMX, as most laptops) runs a bf16 matmul
+about 8x slower than float32 (measured on an AVX2 EPYC: 47 vs 5.7 ms for 512 rows of
+SmolLM2's gate/up), so there the dense weights are a float32 copy (`dense_dtype`).
 """
 
 from __future__ import annotations
+
+import functools
+import time
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +36,9 @@ WEIGHT_BITS = (16, 8, 4)  # 16: the model's own dtype
 class PackedLinear:
     """One linear layer whose weight is kept in `bits` bits (16: as it is)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, bits: int) -> None:
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, bits: int, dense_dtype: torch.dtype | None = None
+    ) -> None:
         if bits not in WEIGHT_BITS:
             raise ValueError(f"bits must be one of {WEIGHT_BITS}, got {bits}")
         if bits == 4 and weight.shape[1] % INT4_GROUP:
@@ -39,7 +47,9 @@ class PackedLinear:
         self.bias = bias.detach() if bias is not None else None
         self.out_features, self.in_features = weight.shape
         self.weight = weight.detach()  # bits 16: shared with the model, not copied
-        self.dense_weight = self.weight  # the model's own, for many rows at once (dense); not a copy
+        # for many rows at once (dense): the model's own weight, not a copy, unless another dtype is faster here
+        self.dense_copied = dense_dtype not in (None, weight.dtype)
+        self.dense_weight = self.weight.to(dense_dtype) if self.dense_copied else self.weight
         self.scales: torch.Tensor | None = None
         if bits == 8:
             self.weight, self.scales = quantize_int8(self.weight)
@@ -57,12 +67,13 @@ class PackedLinear:
 
     def dense(self, x: torch.Tensor) -> torch.Tensor:
         """y = x @ W.T on the unpacked weight: faster than the packed kernels from about 8 rows on."""
-        y = F.linear(x, self.dense_weight)
+        y = F.linear(x.to(self.dense_weight.dtype), self.dense_weight).to(x.dtype)
         return y if self.bias is None else y + self.bias
 
     def packed_nbytes(self) -> int:
         """Bytes beyond the model's own weights."""
-        return 0 if self.scales is None else self.weight.nbytes + self.scales.nbytes
+        packed = 0 if self.scales is None else self.weight.nbytes + self.scales.nbytes
+        return packed + (self.dense_weight.nbytes if self.dense_copied else 0)
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,3 +97,40 @@ def quantize_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
     scales_and_zeros = torch.cat([scale, minimum + 8 * scale], dim=-1).transpose(0, 1).contiguous()
     return packed, scales_and_zeros.to(weight.dtype)
+
+
+# Float32 dense weights where a bf16 matmul takes this many times as long as a float32 one,
+SLOW_BF16_RATIO = 2.0
+# and where the copy stays below this: for a larger model memory matters more than its prompts' speed.
+DENSE_COPY_MAX_BYTES = 2 << 30
+
+
+def dense_dtype(model_dtype: torch.dtype, weights: int) -> torch.dtype:
+    """The dtype prompt chunks' matmuls over `weights` parameters run in: the model's, or float32 where bf16 is slow.
+
+    The float32 copy costs memory (the embedded model: +405 MiB), bought for prompts
+    3-5x faster (a 724-token prompt: 8.3 → 1.5 s on the AVX2 machine above; bench/bench_prefill.py).
+    """
+    if model_dtype != torch.bfloat16 or weights * 4 > DENSE_COPY_MAX_BYTES:
+        return model_dtype
+    return torch.float32 if bf16_matmul_slowdown() >= SLOW_BF16_RATIO else model_dtype
+
+
+@functools.cache
+def bf16_matmul_slowdown() -> float:
+    """How many times as long a bf16 matmul of prompt-like shape takes as a float32 one on this CPU.
+
+    Measured once a process (about 50 ms), as CPU flags do not tell what torch's kernels make of them.
+    """
+    x, w = torch.randn(64, 1024), torch.randn(1024, 1024)
+
+    def best_of_three(a: torch.Tensor, b: torch.Tensor) -> float:
+        F.linear(a, b)  # warm-up: first calls pick and prepare kernels
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            F.linear(a, b)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    return best_of_three(x.bfloat16(), w.bfloat16()) / best_of_three(x, w)

@@ -219,14 +219,22 @@ async def wait_idle(page: Page) -> None:
     await page.wait_for_function(IDLE_JS, polling=100)
 
 
-async def open_mode(page: Page, mode: str) -> None:
-    """Switch pages through the sidebar, as a user does: the same Streamlit session goes on."""
+async def open_mode(page: Page, mode: str, base_url: str, conversation_id: str) -> None:
+    """Switch pages through the sidebar, as a user does: the same Streamlit session goes on.
+
+    A session that began after a failed turn (see recover) opens a new conversation there;
+    the user's own is reopened from its link, as from the history.
+    """
     heading = page.get_by_role("heading", name=HEADINGS[mode])
     if await heading.count() == 0:
         await page.get_by_test_id("stSidebarNavLink").filter(has_text=NAV[mode]).first.click()
         await heading.wait_for()
     await page.get_by_test_id("stChatInputTextArea").wait_for()
     await wait_idle(page)
+    if conversation_id and conversation_of(page.url) != conversation_id:
+        await page.goto(f"{base_url}{PATHS[mode]}?c={conversation_id}")
+        await page.get_by_test_id("stChatInputTextArea").wait_for()
+        await wait_idle(page)
     if mode == "tool":
         combo = page.get_by_test_id("stSelectbox").filter(has_text="Force a tool call").get_by_role("combobox")
         if await combo.input_value() != FORCED_TOOL:  # a new conversation starts unforced
@@ -305,7 +313,7 @@ async def user_loop(browser: Any, user: int, base_url: str, end: float, timeout_
             turn = Turn(user, number, mode, prompt_for(mode, user, number))
             state.turns.append(turn)
             try:
-                await open_mode(page, mode)
+                await open_mode(page, mode, base_url, conversations.get(mode, ""))
                 await run_turn(page, turn, timeout_s)
             except Exception as error:  # a step of the page that never came: the turn failed, the user goes on
                 turn.failure = turn.failure or f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     from glm_client.constrained import TokenConstraint
 
 # Finished sequences kept for prefix reuse, and the memory their KV caches may hold together.
-PROMPT_CACHE_ENTRIES = 4
+# 16: 8 users with a conversation or two each find theirs again (with 4, a Code Interpreter
+# round's prefix was gone by the next round under load, and its whole prompt ran again).
+PROMPT_CACHE_ENTRIES = 16
 PROMPT_CACHE_BYTES = 512 << 20
 # QUANTIZE on the packed path → bits of the layers' weights and of the output head. The head
 # stays int8: in int4 it cost the embedded model 7% perplexity, int8 under 1% (bench_engine.py).

@@ -14,7 +14,7 @@ apart: "in flight" is then a fact, and what was lost can be counted in words.
 - sigkill: two conversations (Chat, Tool) stream; the app is SIGKILLed and started again;
   each conversation is opened again from its URL. Lost = words shown before the kill that
   the reopened conversation lacks.
-- postgres: a throwaway PostgreSQL cluster (as tests/test_store.py starts one) is the
+- postgres: a throwaway PostgreSQL cluster (tests/postgres_cluster.py, fsync on) is the
   store (DATABASE_URL); it is restarted (pg_ctl restart -m fast) mid-reply.
 - disk_full: DATA_DIR is a small tmpfs, filled up mid-reply by a file, which is deleted
   again; the database is checked with PRAGMA integrity_check.
@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import json
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -59,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 from glm_client import INTERPRETER, Message, TextDelta, ToolCall  # noqa: E402
 from glm_client.events import Event  # noqa: E402
 from glm_client.testing import ScriptedClient  # noqa: E402
+from tests.postgres_cluster import PostgresCluster, PostgresUnavailable  # noqa: E402
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, wait_for  # noqa: E402
 
 MCP_TEST_SERVERS = ROOT / "tests" / "mcp_test_servers.py"
@@ -235,47 +235,6 @@ def kernel_processes(app: App) -> list[Any]:
 def kernels_only(processes: list[Any]) -> list[Any]:
     """The kernels themselves: the python running ipykernel_launcher, not bwrap's command line naming it."""
     return [process for process in processes if process.cmdline()[1:3] == ["-m", "ipykernel_launcher"]]
-
-
-class PostgresServer:
-    """A throwaway PostgreSQL cluster on a unix socket, as tests/test_store.py starts one."""
-
-    def __init__(self) -> None:
-        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
-        initdb = shutil.which("initdb") or (str(versions[-1]) if versions else None)
-        if initdb is None:
-            raise Skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed: apt-get install postgresql")
-        bin_dir = Path(initdb).resolve().parent
-        self.root = Path(tempfile.mkdtemp(prefix="bench-faults-pg-"))
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:  # initdb refuses to run as root
-            try:
-                user = pwd.getpwnam("postgres")
-            except KeyError:
-                raise Skip("running as root and there is no 'postgres' user to run PostgreSQL as") from None
-            os.chown(self.root, user.pw_uid, user.pw_gid)
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-        data = self.root / "data"
-        self.pg_ctl = [*self.as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(self.root / "log")]
-        self._run([*self.as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"])
-        # Unlike the tests' cluster, fsync stays on: a restart should be a real one.
-        self.options = f"-k {self.root} -c listen_addresses=''"
-        self._run([*self.pg_ctl, "-w", "-o", self.options, "start"])
-        self.url = f"postgresql://postgres@/postgres?host={self.root}"
-
-    @staticmethod
-    def _run(command: list[str]) -> None:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        if result.returncode != 0:
-            raise RuntimeError(f"{command[0]} failed: {result.stdout}{result.stderr}")
-
-    def restart(self) -> None:
-        """A fast restart: every connection is closed by the server, the cluster is back when this returns."""
-        self._run([*self.pg_ctl, "-w", "-m", "fast", "-o", self.options, "restart"])
-
-    def stop(self) -> None:
-        subprocess.run([*self.pg_ctl, "-m", "immediate", "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 # --- reading the page and the store -----------------------------------------------------------
@@ -553,11 +512,14 @@ def fault_postgres(bench: Bench, result: Result, stack: contextlib.ExitStack) ->
         import psycopg  # noqa: F401
     except ImportError:
         raise Skip("the psycopg package is not installed") from None
-    server = PostgresServer()
+    try:
+        server = PostgresCluster(durable=True)  # fsync on: a restart should be a real one
+    except PostgresUnavailable as reason:
+        raise Skip(str(reason)) from None
     stack.callback(server.stop)
     data = bench.folder("postgres")
     model = stack.enter_context(running(ModelServer(bench.pace)))
-    env = {"OPENAI_BASE_URL": model.base_url, "DATABASE_URL": server.url}
+    env = {"OPENAI_BASE_URL": model.base_url, "DATABASE_URL": server.url()}
     app = stack.enter_context(running(App(data, env)))
     page = bench.page(stack)
     total = story_words(12, bench.pace)  # still streaming when the restart is done, finished soon after
@@ -569,10 +531,10 @@ def fault_postgres(bench: Bench, result: Result, stack: contextlib.ExitStack) ->
     started = time.monotonic()
     server.restart()
     restarted = time.monotonic()
-    stored_then = stored_reply_words(data, cid, server.url)
+    stored_then = stored_reply_words(data, cid, server.url())
     resumed = None
     with contextlib.suppress(TimeoutError):
-        resumed = wait_until(lambda: stored_reply_words(data, cid, server.url) > stored_then, 20, "a save", 0.05)
+        resumed = wait_until(lambda: stored_reply_words(data, cid, server.url()) > stored_then, 20, "a save", 0.05)
     result.recovery_s = time.monotonic() - started
     result.recovery_what = "restart begins → the reply's next draft saved"
     result.check(resumed, "saving resumes after the restart (the stored reply grows)")
@@ -594,11 +556,11 @@ def fault_postgres(bench: Bench, result: Result, stack: contextlib.ExitStack) ->
     send(page, "hello again")
     page.get_by_text("OK: hello again").first.wait_for()
     saved = wait_until(
-        lambda: [m.content for m in stored(data, cid, server.url)][-1:] == ["OK: hello again"], 30, "the next turn"
+        lambda: [m.content for m in stored(data, cid, server.url())][-1:] == ["OK: hello again"], 30, "the next turn"
     )
     result.check(saved, "the next turn is saved")
 
-    messages = stored(data, cid, server.url)
+    messages = stored(data, cid, server.url())
     replies = [m for m in messages if m.role == "assistant" and words(m.content)]
     kept = count_words(replies[-1].content) if replies else 0
     lost = max(0, final - kept)

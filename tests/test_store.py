@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import pwd
-import shutil
 import sqlite3
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
-import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from postgres_cluster import PostgresCluster, PostgresUnavailable
 
 from glm_client.messages import INTERPRETER, Message, ToolCall
 from store import ConversationNotFound, ConversationStore, DraftWriter, new_conversation_id, open_store
@@ -61,62 +57,13 @@ def every_kind_of_message() -> list[Message]:
 # --- backends ---------------------------------------------------------------------------
 
 
-class PostgresServer:
-    """A throwaway PostgreSQL cluster on a unix socket in a temporary folder."""
-
-    def __init__(self) -> None:
-        bin_dir = self.find_binaries()
-        if bin_dir is None:
-            pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed: apt-get install postgresql")
-        self.root = Path(tempfile.mkdtemp(prefix="glm-store-pg-"))
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:  # initdb refuses to run as root
-            try:
-                user = pwd.getpwnam("postgres")
-            except KeyError:
-                pytest.skip("running as root and there is no 'postgres' user to run the PostgreSQL server as")
-            os.chown(self.root, user.pw_uid, user.pw_gid)
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-        data = self.root / "data"
-        self.pg_ctl = [*self.as_user, str(bin_dir / "pg_ctl"), "-D", str(data)]
-        initdb = [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8"]
-        self.run([*self.as_user, *initdb, "--locale=C", "--no-sync"])
-        options = f"-k {self.root} -c listen_addresses='' -c fsync=off -c full_page_writes=off"
-        self.run([*self.pg_ctl, "-l", str(self.root / "log"), "-w", "-o", options, "start"])
-
-    @staticmethod
-    def find_binaries() -> Path | None:
-        if initdb := shutil.which("initdb"):
-            return Path(initdb).resolve().parent
-        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
-        return versions[-1].parent if versions else None
-
-    @staticmethod
-    def run(command: list[str]) -> None:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, f"{command[0]} failed: {result.stdout}{result.stderr}"
-
-    def url(self, schema: str = "public") -> str:
-        return f"postgresql://postgres@/postgres?host={self.root}&options=-csearch_path%3D{schema}"
-
-    def new_database(self) -> str:
-        """A fresh schema: as empty as a new database, and made in milliseconds."""
-        import psycopg
-
-        schema = "store_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(self.url(), autocommit=True) as connection:
-            connection.execute(f"CREATE SCHEMA {schema}")
-        return self.url(schema)
-
-    def stop(self) -> None:
-        subprocess.run([*self.pg_ctl, "-m", "immediate", "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server() -> Iterator[PostgresCluster]:
     pytest.importorskip("psycopg", reason="the psycopg package is not installed (pip install 'psycopg[binary]')")
-    server = PostgresServer()
+    try:
+        server = PostgresCluster()
+    except PostgresUnavailable as reason:
+        pytest.skip(str(reason))
     yield server
     server.stop()
 

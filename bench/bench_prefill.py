@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from glm_client import LocalClient, Message, load_client  # noqa: E402
 from glm_client.engines.fast_llama import FastLlama  # noqa: E402
-from glm_client.engines.packed import bf16_matmul_slowdown, dense_dtype  # noqa: E402
+from glm_client.engines.packed import bf16_matmul_slowdown  # noqa: E402
 from glm_client.engines.prompt_cache import PromptCache  # noqa: E402
 from glm_client.engines.transformers import TransformersEngine  # noqa: E402
 
@@ -72,7 +72,7 @@ def main() -> None:
             f"| {tokens} | {times['bf16']:.2f} s | {times['float32']:.2f} s | {times['bf16'] / times['float32']:.2f}x |"
         )
     copy_mib = (extra["float32"] - extra["bf16"]) / 2**20
-    picked = dense_dtype(torch.bfloat16, sum(p.numel() for p in model.model.layers.parameters()))
+    picked = base.engine.fast.dense_dtype if base.engine.fast else info.dtype  # what loading chose
     print(
         f"\nfloat32 dense weights cost +{copy_mib:.0f} MiB. A bf16 matmul takes {bf16_matmul_slowdown():.1f}x "
         f"as long as float32 on this CPU, so the engine picks {str(picked).removeprefix('torch.')}."

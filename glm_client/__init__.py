@@ -15,7 +15,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from glm_client.config import ConfigError, GenerationParams, Settings
-from glm_client.events import Done, Event, Notice, ReasoningDelta, TextDelta, Timings, ToolCallStart, Usage
+from glm_client.events import (
+    Done,
+    Event,
+    Notice,
+    ReasoningDelta,
+    TextDelta,
+    Timings,
+    ToolCallProgress,
+    ToolCallStart,
+    Usage,
+)
 from glm_client.messages import INTERPRETER, Message, ToolCall
 
 if TYPE_CHECKING:
@@ -60,6 +70,7 @@ __all__ = [
     "TextDelta",
     "Timings",
     "ToolCall",
+    "ToolCallProgress",
     "ToolCallStart",
     "Usage",
     "collect_text",

@@ -22,7 +22,17 @@ from glm_client.dialects.base import Dialect, OutputParser, ToolSchema
 from glm_client.dialects.chat_template import ChatTemplateDialect
 from glm_client.dialects.reasoning import ReasoningSplitter, prompt_opens_thought, template_takes_thinking_switch
 from glm_client.engines.base import Engine, EngineInfo
-from glm_client.events import Done, Event, FinishReason, Notice, TextDelta, Timings, Usage
+from glm_client.events import (
+    Done,
+    Event,
+    FinishReason,
+    Notice,
+    TextDelta,
+    Timings,
+    ToolCallProgress,
+    ToolCallStart,
+    Usage,
+)
 from glm_client.messages import Message, ToolCall
 
 # A reply needs room: below this many free tokens we refuse rather than write a stub.
@@ -170,6 +180,7 @@ class LocalClient(StreamingClient):
         generated = 0
         first_token_at: float | None = None
         made_call = False
+        call_tokens: int | None = None  # tokens of the call being written; None outside a call
         raw: list[str] = []  # the text the parser read, for the prompt inspector
         try:
             for token in self.engine.generate(prompt, settings, self._stop_ids, cancel, constraint):
@@ -179,6 +190,15 @@ class LocalClient(StreamingClient):
                 events = parser.feed(raw[-1])
                 made_call = made_call or any(isinstance(event, ToolCall) for event in events)
                 yield from events
+                for event in events:
+                    if isinstance(event, ToolCallStart):
+                        call_tokens = 0
+                    elif isinstance(event, ToolCall):
+                        call_tokens = None
+                if call_tokens is not None:
+                    call_tokens += 1
+                    if not events:  # a token of the call that showed nothing: say the call is growing
+                        yield ToolCallProgress(call_tokens)
                 if stops.stopped:
                     break
             raw.append(stops.feed(decoder.flush()) + stops.flush())

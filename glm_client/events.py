@@ -32,6 +32,18 @@ class ToolCallStart:
 
 
 @dataclass
+class ToolCallProgress:
+    """The model is still writing the call announced last: `tokens` of it so far.
+
+    A call's text streams as no other event, so without these a page would hear nothing
+    for as long as the model writes (a minute on a busy CPU): it could neither show
+    progress nor, in Streamlit, act on a Stop click or a closed tab until the call ended.
+    """
+
+    tokens: int
+
+
+@dataclass
 class Notice:
     """Something the user should know that is not part of the reply (e.g. history was trimmed)."""
 
@@ -68,4 +80,4 @@ class Done:
     raw: str = ""
 
 
-Event = TextDelta | ReasoningDelta | ToolCallStart | ToolCall | Notice | Done
+Event = TextDelta | ReasoningDelta | ToolCallStart | ToolCallProgress | ToolCall | Notice | Done

@@ -22,7 +22,7 @@ from glm_client.constrained import GrammarConstraint, call_grammar, tokenizer_in
 from glm_client.dialects.base import INTERPRETER_TOOL
 from glm_client.dialects.chatglm3 import ChatGLM3Dialect, ChatGLM3Vocab
 from glm_client.engines.base import EngineInfo
-from glm_client.events import Event, ToolCallStart
+from glm_client.events import Event, ToolCallProgress, ToolCallStart
 
 
 def tool(name: str, properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -221,6 +221,20 @@ def test_force_tool_makes_a_chatglm3_reply_a_valid_call(sp, force):
     parameters = next(t["function"]["parameters"] for t in SCHEMAS if t["function"]["name"] == calls[0].name)
     jsonschema.validate(calls[0].arguments, parameters)
     assert isinstance(events[-1], Done) and events[-1].finish_reason == "tool_calls"
+
+
+def test_a_call_being_written_reports_each_token_until_it_is_whole(sp):
+    engine = RandomEngine(sp)
+    client = LocalClient(engine, ChatGLM3Dialect.from_hf_tokenizer(engine.tokenizer))
+    events = list(client.stream([Message.user("hi")], SCHEMAS, force_tool="tag_photo", max_new_tokens=2000, seed=4))
+    start = next(i for i, event in enumerate(events) if isinstance(event, ToolCallStart))
+    end = next(i for i, event in enumerate(events) if isinstance(event, ToolCall))
+    between = events[start + 1 : end]
+    assert between and all(isinstance(event, ToolCallProgress) for event in between)
+    counts = [event.tokens for event in between]
+    assert counts == sorted(set(counts))  # one count per token, growing
+    assert not any(isinstance(event, ToolCallProgress) for event in events[end:])
+    assert counts[-1] < events[-1].usage.completion_tokens  # the call's tokens, not the whole reply's
 
 
 def test_a_schema_that_refers_to_itself_is_refused_with_a_sentence(vocab):

@@ -19,9 +19,9 @@ from fastapi.responses import StreamingResponse
 from streamlit.testing.v1 import AppTest
 
 import ui.model
-from glm_client import Done, Message, TextDelta, ToolCall, ToolCallStart
+from glm_client import Done, Message, TextDelta, ToolCall, ToolCallProgress, ToolCallStart
 from glm_client.agent import run_turn
-from glm_client.remote.openai import OpenAIClient
+from glm_client.remote.openai import OpenAIClient, ReplyAssembler
 from glm_client.server import create_app, serve_in_thread
 from glm_client.testing import ScriptedClient
 
@@ -144,6 +144,21 @@ def test_streamed_tool_calls_become_tool_call_events(server):
     assert events[-1].finish_reason == "tool_calls"
     _, tools, params = scripted.requests[0]
     assert tools == [WEATHER_TOOL] and params == {"force_tool": "get_weather"}
+
+
+def test_a_call_streamed_in_pieces_reports_its_progress_as_they_come():
+    reply = ReplyAssembler()
+
+    def part(function: dict) -> dict:
+        return {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": function}]}}]}
+
+    events = [
+        *reply.feed(part({"name": "python", "arguments": ""})),
+        *reply.feed(part({"arguments": '{"code": "print('})),
+        *reply.feed(part({"arguments": '1)"}'})),
+    ]
+    assert events == [ToolCallStart("python"), ToolCallProgress(1), ToolCallProgress(2)]
+    assert reply.tool_calls()[0].arguments == {"code": "print(1)"}
 
 
 def test_a_tool_conversation_round_trips(server):

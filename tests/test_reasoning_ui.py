@@ -106,3 +106,23 @@ def test_the_live_thinking_block_closes_to_thought_for_n_s_when_the_answer_begin
     assert block.label.startswith("Thought for ") and block.state == "complete"
     assert [md.value for md in block.markdown] == ["Is it a greeting?"]
     assert app.chat_message[0].markdown[-1].value == "Hello!"
+
+
+def call_being_written() -> None:
+    """A script for AppTest: a turn that ends while the model is still writing its call."""
+    import streamlit as st
+
+    from glm_client.events import Done, ToolCallProgress, ToolCallStart
+    from ui.conversation import stream_turn
+
+    events = [ToolCallStart("python"), ToolCallProgress(1), ToolCallProgress(2), Done("cancelled")]
+    stream_turn(iter(events), st.empty())
+
+
+def test_a_call_being_written_shows_its_progress_in_its_status():
+    app = AppTest.from_function(call_being_written, default_timeout=30)
+    app.run()
+    assert not app.exception
+    (status,) = app.status
+    # The first count draws at once; the second, a moment later, waits for the redraw budget.
+    assert status.label == "Calling `python`… (1 tokens)"

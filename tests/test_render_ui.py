@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from markdown_it import MarkdownIt
@@ -154,3 +155,30 @@ def test_bad_and_huge_images_become_captions_and_the_rest_still_draws(huge_png):
     assert "not a readable image" in captions[0] and "12000x12000" in captions[1]
     assert len(app.get("image")) == 1
     assert [code.value for code in app.code] == ["a", "b", "c"]
+
+
+class RecordingSlot:
+    """Stands for st.empty(): keeps what is drawn into it."""
+
+    def __init__(self) -> None:
+        self.drawn: list[str] = []
+
+    def markdown(self, text: str) -> None:
+        self.drawn.append(text)
+
+
+def test_streaming_text_is_redrawn_at_most_every_min_redraw_s_and_its_end_always(monkeypatch):
+    import ui.conversation
+    from ui.conversation import CURSOR, MIN_REDRAW_S, LiveText
+
+    clock = [100.0]
+    monkeypatch.setattr(ui.conversation, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    slot = RecordingSlot()
+    live = LiveText(slot)
+    for text in ("A", "AB", "ABC"):  # tokens 10 ms apart: the first draws at once, the next wait
+        live.show(text)
+        clock[0] += 0.01
+    clock[0] = 100.0 + MIN_REDRAW_S
+    live.show("ABCD")
+    live.finish("ABCDE")
+    assert slot.drawn == ["A" + CURSOR, "ABCD" + CURSOR, "ABCDE"]

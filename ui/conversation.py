@@ -17,7 +17,7 @@ from typing import Any
 
 import streamlit as st
 
-from glm_client import Done, Message, Notice, ReasoningDelta, TextDelta, ToolCall, ToolCallStart
+from glm_client import Done, Message, Notice, ReasoningDelta, TextDelta, ToolCall, ToolCallProgress, ToolCallStart
 from glm_client.agent import AgentEvent, MessageListener, ObservationEvent, RoundLimitReached
 from glm_client.messages import IMAGE_PLACEHOLDER
 from store import BackgroundDraftWriter, describe_store_failure
@@ -26,6 +26,10 @@ from ui.render import safe_label, safe_markdown
 from ui.state import OpenConversation
 
 CURSOR = "▌"
+# Streaming text is redrawn at most this often. Each redraw re-renders the whole reply in the
+# browser (~12 ms of a core): eight users' replies redrawn at every token took a third of a
+# 2-core machine (bench/bench_load.py). Four redraws a second still read as live text.
+MIN_REDRAW_S = 0.25
 THINKING_ICON = "💭"
 # Material icons: they render the same in every browser (an emoji avatar may fall back to a
 # small monochrome glyph where the system has no colour emoji font).
@@ -93,34 +97,56 @@ def length_caption(still_thinking: bool) -> str:
     return "✂️ The reply reached the max-new-tokens limit."
 
 
+class Throttled:
+    """Calls `draw` with the latest value at most every MIN_REDRAW_S, and never more than a third of the time."""
+
+    def __init__(self, draw: Callable[[Any], None]) -> None:
+        self.draw = draw
+        self.next_draw = 0.0  # the first value draws at once
+
+    def __call__(self, value: Any) -> None:
+        started = time.monotonic()
+        if started < self.next_draw:
+            return
+        self.draw(value)
+        # Sanitising a long reply full of links costs ~10 ms a KB: redraws never take more than a third of the time.
+        self.next_draw = started + max(MIN_REDRAW_S, 2 * (time.monotonic() - started))
+
+
+class LiveText:
+    """A slot showing text as it streams, with a cursor: redrawn on a budget, the final text always drawn."""
+
+    def __init__(self, slot: Any) -> None:
+        self.slot = slot
+        self.show = Throttled(lambda text: slot.markdown(safe_markdown(text) + CURSOR))
+
+    def finish(self, text: str) -> None:
+        self.slot.markdown(safe_markdown(text))
+
+
 class ThinkingBlock:
     """The live "Thinking…" block of one round, closed to "Thought for N s" when the thinking ends."""
 
     def __init__(self, area: Any) -> None:
         self.area = area  # a container above the reply text, so the block reads before the answer
         self.status: Any = None
-        self.box: Any = None
+        self.box: LiveText | None = None
         self.text = ""
         self.started = 0.0
-        self.next_draw = 0.0
 
     def add(self, text: str) -> None:
         if self.status is None:
             self.started = time.monotonic()
             self.status = self.area.status("Thinking…", state="running", expanded=True)
-            self.box = self.status.empty()
+            self.box = LiveText(self.status.empty())
         self.text += text
-        if self.box is None:
-            return  # closed: more thinking after the answer began is kept, not drawn
-        now = time.monotonic()
-        if now >= self.next_draw:  # the same redraw budget as the reply text
-            self.box.markdown(safe_markdown(self.text) + CURSOR)
-            self.next_draw = now + 2 * (time.monotonic() - now)
+        if self.box is not None:  # None once closed: more thinking after the answer began is kept, not drawn
+            self.box.show(self.text)
 
     def close(self) -> None:
         if self.status is None or self.box is None:
             return
-        self.box.markdown(safe_markdown(self.text))
+        self.box.finish(self.text)
         self.status.update(label=thought_label(time.monotonic() - self.started), state="complete", expanded=False)
         self.box = None  # closed once; later events leave it alone
 
@@ -209,6 +235,15 @@ class CallProgress:
             self._slot.caption(f"⏳ running for {elapsed_s:.0f} s — Stop interrupts it")
 
 
+def call_writing(status: Any, title: str) -> Throttled:
+    """The label of a call being written, "Calling `python`… (120 tokens)", for its ToolCallProgress events.
+
+    Each redraw is also where Streamlit acts on a Stop click or a closed tab: without them
+    a turn went on for as long as the model wrote its call (a minute on a busy CPU).
+    """
+    return Throttled(lambda tokens: status.update(label=f"{title} ({tokens} tokens)"))
+
+
 def stream_turn(
     events: Iterator[AgentEvent],
     stop_area: Any,
@@ -226,11 +261,11 @@ def stream_turn(
     stop_area.button("⏹ Stop", key=stop_key, help="Stop the reply here; what it wrote so far is kept")
     with bubble:
         thinking = ThinkingBlock(st.container())
-        text_box = st.empty()
+        text_box = LiveText(st.empty())
         st.empty()  # takes the place of the old reply's caption, so no stale "Stopped" shows under this one
         text = ""
         status = None
-        next_draw = 0.0
+        writing: Throttled | None = None  # the call being written's progress line
         for event in events:
             if isinstance(event, ReasoningDelta):
                 thinking.add(event.text)
@@ -239,20 +274,20 @@ def stream_turn(
                 thinking.close()  # the answer (or a call, or the end) has begun
             if isinstance(event, TextDelta):
                 text += event.text
-                started = time.monotonic()
-                if started >= next_draw:
-                    text_box.markdown(safe_markdown(text) + CURSOR)
-                    # Sanitising a long reply full of links costs ~10 ms a KB: skip redraws so it
-                    # never takes more than a third of the time (the final text is always drawn).
-                    next_draw = started + 2 * (time.monotonic() - started)
+                text_box.show(text)
                 if on_text is not None:
                     on_text(text)
             elif isinstance(event, ToolCallStart):
-                text_box.markdown(safe_markdown(text))
+                text_box.finish(text)
                 title = safe_label(f"Calling `{event.name}`…") if event.name else "Calling a tool…"
                 status = st.status(title, state="running")
+                writing = call_writing(status, title)
+            elif isinstance(event, ToolCallProgress):
+                if writing is not None:
+                    writing(event.tokens)
             elif isinstance(event, ToolCall):
-                text_box.markdown(safe_markdown(text))
+                text_box.finish(text)
+                writing = None
                 status = status or st.status("Calling a tool…", state="running")
                 status.update(label=safe_label(f"Running {call_title(event)}…"), state="running")
                 with status:
@@ -274,13 +309,13 @@ def stream_turn(
                 status = None
                 text = ""
                 thinking = ThinkingBlock(st.container())  # the next round thinks and writes below the call
-                text_box = st.empty()
+                text_box = LiveText(st.empty())
             elif isinstance(event, Notice):
                 st.info(safe_markdown(event.message), icon="ℹ️")
             elif isinstance(event, RoundLimitReached):
                 pass  # the Notice that follows says it
             elif isinstance(event, Done):
-                text_box.markdown(safe_markdown(text))
+                text_box.finish(text)
                 if event.finish_reason == "error":
                     st.error(safe_markdown(event.error or "The model failed."))  # may quote a server's reply
                 elif event.finish_reason == "length":

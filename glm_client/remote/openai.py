@@ -21,7 +21,17 @@ import httpx
 from glm_client.client import ModelInfo, PromptView, StreamingClient
 from glm_client.config import ConfigError, GenerationParams
 from glm_client.dialects.base import ToolSchema
-from glm_client.events import Done, Event, FinishReason, ReasoningDelta, TextDelta, Timings, ToolCallStart, Usage
+from glm_client.events import (
+    Done,
+    Event,
+    FinishReason,
+    ReasoningDelta,
+    TextDelta,
+    Timings,
+    ToolCallProgress,
+    ToolCallStart,
+    Usage,
+)
 from glm_client.messages import Message, ToolCall
 
 READ_TIMEOUT_S = 120.0  # between two bytes of the reply, not for the whole reply
@@ -312,6 +322,8 @@ class ReplyAssembler:
         if function.get("arguments"):
             arguments = function["arguments"]
             pending.arguments.append(arguments if isinstance(arguments, str) else json.dumps(arguments))
+            if pending.name:  # announced: the page hears the call grow (a server sends a chunk a token or so)
+                events.append(ToolCallProgress(len(pending.arguments)))
         return events
 
 

@@ -15,8 +15,10 @@ opens the modes through the sidebar and repeats, each mode in its own conversati
 
 Per mode it prints turns completed and failed, the time from Enter to the first text painted
 in the new reply's bubble and to the finished reply (controls back, script idle), p50 and
-p95; then the app's RSS and kernel processes over time, before, during and after the users,
-and whether the kernels went back to idle once the users left. Last, it opens the store and
+p95; then the app's RSS, kernel processes and CPU over time, before, during and after the
+users, and whether the kernels went back to idle once the users left. The CPU is split into
+the app's (with its kernels and tools) and the users' side's: the browsers run on the same
+cores here, which a real deployment leaves to the users' own machines. Last, it opens the store and
 checks every turn: the user's exact message in the conversation of that user's `?c=`, then
 a complete reply (non-empty, not interrupted, no error), and no message where none was sent.
 The last line is `failed turns: F, lost messages: L, mixed messages: X`.
@@ -67,6 +69,11 @@ QUESTIONS = (
     "Say hello in Spanish.",
 )
 SAMPLE_EVERY_S = 2.0
+# How often a page is asked whether its turn has begun, and then whether it is done: each poll
+# lays out the reply (innerText), and 8 pages polled 20 times a second took CPU from the app they
+# measure. The first token is timed finely; a finished reply (tens of seconds) to half a second.
+POLL_FIRST_MS = 50
+POLL_DONE_MS = 500
 PRINT_EVERY_S = 30.0
 MIN_AFTER_S = 30.0  # watched after the users leave, at least
 
@@ -118,6 +125,8 @@ class Sample:
     tree_rss_mib: float
     kernels: int
     children: int
+    app_cpu_s: float  # CPU seconds so far: the app with its kernels and tools,
+    users_cpu_s: float  # and the users' side, the browsers and this script, on the same cores here
 
 
 @dataclass
@@ -190,10 +199,28 @@ def measure(app: psutil.Process | None) -> tuple[float, float, int, int]:
     return own / 2**20, tree / 2**20, kernels, len(children)
 
 
+def cpu_seconds(process: psutil.Process, skip: psutil.Process | None = None) -> float:
+    """CPU time of a process and its descendants, the exited ones included (a parent reaps them,
+    and their time with them); `skip`'s subtree left out."""
+    total = 0.0
+    with contextlib.suppress(psutil.Error):
+        for member in [process, *process.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                if skip is not None and (member.pid == skip.pid or skip.pid in {p.pid for p in member.parents()}):
+                    continue
+                times = member.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
 def sampler(app: psutil.Process | None, state: RunState, stop: threading.Event, t0: float) -> None:
     while not stop.is_set():
         rss, tree, kernels, children = measure(app)
-        state.samples.append(Sample(time.monotonic() - t0, state.phase, rss, tree, kernels, children))
+        app_cpu = cpu_seconds(app) if app is not None else 0.0
+        users_cpu = cpu_seconds(psutil.Process(), skip=app)
+        state.samples.append(
+            Sample(time.monotonic() - t0, state.phase, rss, tree, kernels, children, app_cpu, users_cpu)
+        )
         stop.wait(SAMPLE_EVERY_S)
 
 
@@ -258,13 +285,13 @@ async def run_turn(page: Page, turn: Turn, timeout_s: float) -> None:
     deadline = start + timeout_s
     try:
         state = await page.wait_for_function(
-            TURN_STATE_JS, arg=[n0, "first", AVATAR], polling=50, timeout=timeout_s * 1000
+            TURN_STATE_JS, arg=[n0, "first", AVATAR], polling=POLL_FIRST_MS, timeout=timeout_s * 1000
         )
         turn.first_token_s = time.monotonic() - start
         if await state.json_value() != "error":
             left = max(1.0, deadline - time.monotonic())
             state = await page.wait_for_function(
-                TURN_STATE_JS, arg=[n0, "done", AVATAR], polling=50, timeout=left * 1000
+                TURN_STATE_JS, arg=[n0, "done", AVATAR], polling=POLL_DONE_MS, timeout=left * 1000
             )
         if await state.json_value() == "error":
             turn.failure = "error shown: " + await error_text(page, n0)
@@ -544,24 +571,26 @@ def print_report(state: RunState, store: dict[str, Any] | None, log_path: Path |
 
 
 def print_series(state: RunState) -> None:
-    """Every PRINT_EVERY_S, at each change of phase, and the last sample."""
+    """Every PRINT_EVERY_S, at each change of phase, and the last sample; CPU in cores since the row before."""
     samples = state.samples
     if not samples:
         return
     print(
-        f"{'t (s)':>7}  {'phase':<12}{'app RSS':>9}{'tree RSS':>10}{'kernels':>9}{'procs':>7}   (MiB; t from the users' start)"
+        f"{'t (s)':>7}  {'phase':<12}{'app RSS':>9}{'tree RSS':>10}{'kernels':>9}{'procs':>7}{'app CPU':>9}{'users CPU':>11}"
+        "   (MiB, cores; t from the users' start)"
     )
-    printed_at = None
-    last_phase = None
+    printed: Sample | None = None
     for index, sample in enumerate(samples):
         last = index == len(samples) - 1
-        due = printed_at is None or sample.t - printed_at >= PRINT_EVERY_S
-        if due or sample.phase != last_phase or last:
+        due = printed is None or sample.t - printed.t >= PRINT_EVERY_S
+        if due or sample.phase != printed.phase or last:
+            app_cores, users_cores = cores(printed, sample) if printed is not None else ("", "")
             print(
                 f"{sample.t:>7.0f}  {sample.phase:<12}"
                 f"{sample.app_rss_mib:>9.0f}{sample.tree_rss_mib:>10.0f}{sample.kernels:>9}{sample.children:>7}"
+                f"{app_cores:>9}{users_cores:>11}"
             )
-            printed_at, last_phase = sample.t, sample.phase
+            printed = sample
     during = [s for s in samples if s.phase == "users"]
     if during:
         peak = max(during, key=lambda s: s.tree_rss_mib)
@@ -569,6 +598,19 @@ def print_series(state: RunState) -> None:
             f"peak during the users: app {max(s.app_rss_mib for s in during):.0f} MiB, tree {peak.tree_rss_mib:.0f} MiB, "
             f"{max(s.kernels for s in during)} kernels"
         )
+        app_cores, users_cores = cores(during[0], during[-1])
+        print(
+            f"CPU during the users, of {os.cpu_count()} cores: the app and its kernels {app_cores}, "
+            f"the users' side {users_cores} (browsers and this script: here on the same cores, not in a real deployment)"
+        )
+
+
+def cores(before: Sample, after: Sample) -> tuple[str, str]:
+    """The app's and the users' side's CPU use between two samples, in cores ("—" once the browsers closed)."""
+    elapsed = max(after.t - before.t, 1e-9)
+    used = ((after.app_cpu_s - before.app_cpu_s) / elapsed, (after.users_cpu_s - before.users_cpu_s) / elapsed)
+    app, users = (f"{value:.2f}" if value >= 0 else "—" for value in used)
+    return app, users
 
 
 def settle(state: RunState, idle_kernels: int, timeout_s: float, left_at: float, t0: float) -> float | None:

@@ -204,10 +204,11 @@ def cpu_seconds(process: psutil.Process, skip: psutil.Process | None = None) -> 
     and their time with them); `skip`'s subtree left out."""
     total = 0.0
     with contextlib.suppress(psutil.Error):
+        skipped = {skip.pid, *(child.pid for child in skip.children(recursive=True))} if skip is not None else set()
         for member in [process, *process.children(recursive=True)]:
+            if member.pid in skipped:
+                continue
             with contextlib.suppress(psutil.Error):
-                if skip is not None and (member.pid == skip.pid or skip.pid in {p.pid for p in member.parents()}):
-                    continue
                 times = member.cpu_times()
                 total += times.user + times.system + times.children_user + times.children_system
     return total

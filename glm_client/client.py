@@ -199,7 +199,7 @@ class LocalClient(StreamingClient):
                     call_tokens += 1
                     if not events:  # a token of the call that showed nothing: say the call is growing
                         yield ToolCallProgress(call_tokens)
-                if stops.stopped:
+                if stops.stopped or parser.ended:  # the rest would be dropped: spare its tokens
                     break
             raw.append(stops.feed(decoder.flush()) + stops.flush())
             tail = parser.feed(raw[-1]) + parser.finish()

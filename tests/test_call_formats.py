@@ -265,10 +265,16 @@ def test_in_the_code_interpreter_a_python_fence_runs_on_every_format(fmt, chunk)
     code = "print(sum(range(1, 101)))"
     reply = f"We add them up.\n\n```python\n{code}\n```"
     dialect = ChatTemplateDialect(tokenizer_with(TEMPLATES[fmt]))
+    parser = dialect.new_parser([INTERPRETER_TOOL])
+    parser.feed(reply + "\nIt prints 5050.")
+    assert parser.ended  # the model must wait for the result: generation stops at the fence
     events = run(dialect.new_parser([INTERPRETER_TOOL]), reply, chunk)
     calls = [event for event in events if isinstance(event, ToolCall)]
     assert [(call.name, call.arguments, call.parse_error) for call in calls] == [("interpreter", {"code": code}, None)]
     assert "".join(event.text for event in events if isinstance(event, TextDelta)).strip() == "We add them up."
     # With ordinary tools only, the fence is prose.
+    parser = dialect.new_parser(TOOLS)
+    parser.feed(reply + "\nIt prints 5050.")
+    assert not parser.ended
     events = run(dialect.new_parser(TOOLS), reply, chunk)
     assert not [event for event in events if isinstance(event, ToolCall)]

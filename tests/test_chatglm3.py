@@ -325,13 +325,17 @@ def test_a_fenced_block_in_prose_runs_as_code_in_the_code_interpreter(dialect, c
     reply = f"\n {prose}\n\n{FENCE}python\n{SIEVE}\n{FENCE}"
     parser = dialect.new_parser([INTERPRETER_TOOL])
     pieces = [reply] if chunk is None else list(reply)
-    events = [event for piece in pieces for event in parser.feed(piece)] + parser.finish()
+    events = [event for piece in pieces for event in parser.feed(piece)]
+    assert parser.ended  # the model must wait for the result: generation stops at the fence
+    events += parser.finish()
     [call] = [event for event in events if isinstance(event, ToolCall)]
     assert (call.name, call.code, call.parse_error) == (INTERPRETER, SIEVE, None)
     assert "".join(event.text for event in events if isinstance(event, TextDelta)).strip() == prose
     # With ordinary tools only, the same fence is prose.
     parser = dialect.new_parser([WEATHER_TOOL])
-    events = parser.feed(reply) + parser.finish()
+    events = parser.feed(reply)
+    assert not parser.ended
+    events += parser.finish()
     assert not [event for event in events if isinstance(event, ToolCall)]
     assert "".join(event.text for event in events if isinstance(event, TextDelta)) == reply.removeprefix("\n ")
 

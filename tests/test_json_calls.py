@@ -279,6 +279,36 @@ def test_python_fence_becomes_an_interpreter_call_and_ends_the_reply() -> None:
     assert calls_of(events)[0].code == "x = 6 * 7\nprint(x)"
 
 
+def test_the_reply_ends_when_its_python_fence_closes() -> None:
+    parser = JsonCallParser(None, interpreter=True)
+    ended = []
+    for chunk in ["Let me compute it.\n```python\n", "print(6 * 7)\n", "``", "`", "\nThe output is 42."]:
+        parser.feed(chunk)
+        ended.append(parser.ended)
+    assert ended == [False, False, False, True, True]
+
+
+def test_a_tagged_call_does_not_end_the_reply() -> None:
+    parser = JsonCallParser(TOOLS, interpreter=True)  # more calls, or words, may follow it
+    parser.feed(f"{CALL}\n")
+    assert not parser.ended
+
+
+def test_generation_stops_where_the_python_fence_closes() -> None:
+    """What a model writes after its code (often the output it imagines) was generated and then dropped:
+    over two load runs (bench/bench_load.py) a third of the Code Interpreter's call tokens."""
+    from tests.test_reasoning import PLAIN_TEMPLATE, local_client
+
+    written = "Sure.\n```python\nprint(6 * 7)\n```"
+    client, engine = local_client(PLAIN_TEMPLATE, written + "\nThe output is 42, as you can see above.")
+    events = list(client.stream([Message.user("6 times 7?")], [INTERPRETER_TOOL], max_new_tokens=200))
+    [call] = calls_of(events)
+    done = events[-1]
+    assert call.code == "print(6 * 7)" and done.finish_reason == "tool_calls"
+    assert done.raw == written  # one token a byte: not one token more was asked of the engine
+    assert done.usage.completion_tokens == len(engine.tokenizer.encode(written, add_special_tokens=False))
+
+
 def test_interpreter_call_is_announced_when_the_fence_opens() -> None:
     parser = JsonCallParser(None, interpreter=True)
     assert text_of(parser.feed("Sure ``")) == "Sure"  # a possible fence is held back

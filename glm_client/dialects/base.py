@@ -25,6 +25,11 @@ class OutputParser(Protocol):
         """Flush what is held back; turn any unfinished call into a parse error."""
         ...
 
+    @property
+    def ended(self) -> bool:
+        """The reply is over: the parser drops whatever comes next, so generation can stop here."""
+        ...
+
 
 class Dialect(Protocol):
     name: str

@@ -40,6 +40,8 @@ class ChatGLM3Parser:
     that skips the metadata line is shown rather than lost.
     """
 
+    ended = False  # a reply in this syntax ends with the model's stop token
+
     def __init__(self, tools: list[ToolSchema] | None = None) -> None:
         self._known_names = {function_of(tool).get("name") for tool in tools or []} | {INTERPRETER}
         self._pending = ""  # may be the beginning of a separator

@@ -20,6 +20,10 @@ class CodeFences:
         self._inner = inner
         self._prose = JsonCallParser(interpreter=True)
 
+    @property
+    def ended(self) -> bool:
+        return self._inner.ended or self._prose.ended
+
     def feed(self, text: str) -> list[Event]:
         return self._route(self._inner.feed(text))
 

@@ -46,6 +46,8 @@ _CODE = r'([^<] | "<" [^/])*'
 class Glm45CallParser:
     """OutputParser for GLM-4.5+ calls; prose streams, only a possible `<tool_call>` start is held back."""
 
+    ended = False  # a reply in this syntax ends with the model's stop token
+
     def __init__(self, tools: list[ToolSchema] | None = None) -> None:
         self._schemas = {str(function_of(t).get("name")): function_of(t).get("parameters") or {} for t in tools or []}
         self._pending = ""

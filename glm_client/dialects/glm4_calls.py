@@ -24,6 +24,8 @@ FORMAT_HINT = 'Write the function name on the first line, then its arguments as 
 class Glm4CallParser:
     """OutputParser for `NAME\\n{json}` replies (see the module docstring)."""
 
+    ended = False  # a reply in this syntax ends with the model's stop token
+
     def __init__(self, tools: list[ToolSchema] | None = None) -> None:
         self._names = {str(function_of(tool).get("name")) for tool in tools or []}
         self._mode: Literal["head", "prose", "call"] = "head" if self._names else "prose"

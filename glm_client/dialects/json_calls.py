@@ -82,6 +82,11 @@ class JsonCallParser:
         self._fence = ""  # the opening line of the open python fence
 
     # --- OutputParser ---------------------------------------------------------------
+    @property
+    def ended(self) -> bool:
+        """After a python fence closes: the model must wait for its result."""
+        return self._mode == "done"
+
     def feed(self, text: str) -> list[Event]:
         if self._passthrough:
             return [TextDelta(text)] if text else []
@@ -180,7 +185,7 @@ class JsonCallParser:
         return True
 
     def _step_done(self, events: list[Event]) -> bool:
-        self._pending = ""  # after the code block the model should have stopped
+        self._pending = ""  # after the code block the model waits for its result (LocalClient stops it here)
         return False
 
     # --- helpers ----------------------------------------------------------------------

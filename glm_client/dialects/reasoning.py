@@ -48,6 +48,10 @@ class ReasoningSplitter:
         self._at_block_start = True  # drop the newline after <think> and before the answer
         self._repeated_open_possible = inside  # the model may write the <think> the prompt already wrote
 
+    @property
+    def ended(self) -> bool:
+        return self.inner.ended
+
     def feed(self, text: str) -> list[Event]:
         self._held += text
         events: list[Event] = []

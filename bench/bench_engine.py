@@ -38,6 +38,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from glm_client import Done, LocalClient, Message, Settings, TextDelta, load_client  # noqa: E402
 from glm_client.config import GenerationParams  # noqa: E402
 from glm_client.engines import llamacpp  # noqa: E402
+from glm_client.engines.fast_llama import KVCache  # noqa: E402
 from glm_client.engines.quality import (  # noqa: E402
     QUALITY_TEXT,
     clear_disagreements,
@@ -45,6 +46,7 @@ from glm_client.engines.quality import (  # noqa: E402
     perplexity,
     reference_logits,
 )
+from glm_client.engines.transformers import TransformersEngine  # noqa: E402
 
 PROMPT = [Message.user("Write a long story about a dragon who learns to paint.")]
 GREEDY = {"temperature": 0.0, "repetition_penalty": 1.0}
@@ -279,6 +281,38 @@ def prompt_cache(label: str, runs: str = "3", tokens: int = 32) -> None:
             f"turn 10 {last * 1000:.0f} ms ({prompt_tokens[-1]} tokens): ratio {last / first:.2f}"
         )
     cache.max_entries = limit
+    if isinstance(client.engine, TransformersEngine):  # llama.cpp's sequences are never copied
+        shared_system_prompt(client, label, tokens)
+
+
+def shared_system_prompt(client: LocalClient, label: str, tokens: int) -> None:
+    """Two chats with one long system prompt take turns (two users of one page): the tokens each later turn
+    prefills when a chat gets a copy of the other's shared start, and when it takes the other's cache (as before)."""
+    cache = client.engine.prompt_cache
+    system = Message.system(" ".join(["You are a helpful gardening assistant."] + QUALITY_PROMPTS * 8))
+    prefilled: dict[str, list[int]] = {}
+    for name, copies in (("copied", True), ("taken", False)):
+        cache.clear()
+        original = KVCache.copy_prefix
+        if not copies:
+            KVCache.copy_prefix = lambda self, length: None  # type: ignore[method-assign,assignment,return-value]
+        try:
+            chats = [[system], [system]]
+            prefilled[name] = []
+            for turn in range(3):
+                for index, chat in enumerate(chats):
+                    chat.append(Message.user(CHAT_TURNS[3 * index + turn]))  # each chat its own questions
+                    reused = cache.reused_tokens
+                    done = stream_once(client, chat, tokens, **GREEDY)
+                    prefilled[name].append(done.usage.prompt_tokens - (cache.reused_tokens - reused))
+                    chat.append(Message.assistant(done.raw))
+        finally:
+            KVCache.copy_prefix = original  # type: ignore[method-assign]
+    copied, taken = sum(prefilled["copied"][2:]), sum(prefilled["taken"][2:])
+    print(
+        f"{label}, two chats sharing a {prefilled['copied'][0]}-token start, taking turns: turns 2-3 of both prefilled "
+        f"{copied} tokens with copies of the shared start, {taken} taking the other chat's cache: ratio {taken / copied:.1f}"
+    )
 
 
 def concurrency(label: str, tokens: int = 128, streams: int = 4) -> None:

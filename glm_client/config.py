@@ -42,6 +42,10 @@ DEFAULT_KERNEL_TIMEOUT_S = 60.0  # a cell that loops forever must not hang the c
 # 4 GiB leaves about 2 GB there and still stops a memory bomb long before it hurts the host.
 DEFAULT_KERNEL_MEMORY_MB = 4096
 DEFAULT_WEATHER_API_URL = "https://wttr.in/{city}?format=j1"  # wttr.in's JSON API
+# Memory for the KV caches of finished turns, kept so a conversation's next turn prefills only
+# what is new (engines/prompt_cache.py). The embedded model's take 46 KB a token: 2 GiB keeps
+# 8 users' conversations in all three modes at about 1,500 tokens each (bench/bench_load.py).
+DEFAULT_PROMPT_CACHE_MB = 2048
 
 # ENABLE_<NAME>_TOOL: the switch of a dangerous tool (tools/registry.py).
 _TOOL_SWITCH = re.compile(r"ENABLE_[A-Z0-9_]+_TOOL")
@@ -198,6 +202,7 @@ class Settings:
     quantize: str = "auto"  # auto: int4 for the embedded model (its GGUF is 4-bit already), none otherwise
     engine: str = "auto"  # auto: llama.cpp for GGUF models when llama-cpp-python is installed
     context_length: int = 0  # 0: what the model declares (capped at MAX_AUTO_CONTEXT)
+    prompt_cache_mb: int = DEFAULT_PROMPT_CACHE_MB
     max_rounds: int = DEFAULT_MAX_ROUNDS
     tools_dir: str = ""  # empty: no extra tools
     mcp_config: str = ""  # MCP servers (mcpServers JSON); empty: DATA_DIR/mcp.json when it exists
@@ -244,6 +249,7 @@ class Settings:
             quantize=_choice(env, "QUANTIZE", QUANTIZE, "auto"),
             engine=_choice(env, "ENGINE", ENGINES, "auto"),
             context_length=int(_number(env, "CONTEXT_LENGTH", 0, 0)),
+            prompt_cache_mb=int(_number(env, "PROMPT_CACHE_MB", DEFAULT_PROMPT_CACHE_MB, 0)),
             max_rounds=int(_number(env, "MAX_ROUNDS", DEFAULT_MAX_ROUNDS, 1)),
             tools_dir=env.get("TOOLS_DIR", "").strip(),
             mcp_config=env.get("MCP_CONFIG", "").strip(),

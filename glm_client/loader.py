@@ -52,6 +52,7 @@ def _load_local(settings: Settings, progress: Progress) -> LocalClient:
                 dtype=settings.dtype,
                 quantize="none" if settings.quantize == "auto" else settings.quantize,
                 context_length=settings.context_length,
+                prompt_cache_mb=settings.prompt_cache_mb,
                 progress=progress,
             )
     else:
@@ -77,6 +78,7 @@ def _load_local(settings: Settings, progress: Progress) -> LocalClient:
                 dtype=settings.dtype,
                 quantize=embedded_quantize(settings),
                 context_length=settings.context_length,
+                prompt_cache_mb=settings.prompt_cache_mb,
                 progress=progress,
             )
     release_free_memory()

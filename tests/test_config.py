@@ -46,6 +46,7 @@ def test_cache_dir_falls_back_to_home(monkeypatch: pytest.MonkeyPatch, tmp_path:
         ("QUANTIZE", "4", "quantize", "4"),
         ("ENGINE", "llamacpp", "engine", "llamacpp"),
         ("CONTEXT_LENGTH", "4096", "context_length", 4096),
+        ("PROMPT_CACHE_MB", "512", "prompt_cache_mb", 512),
         ("MAX_ROUNDS", "3", "max_rounds", 3),
         ("TOOLS_DIR", " /srv/tools ", "tools_dir", "/srv/tools"),
         ("ENABLE_SHELL_TOOL", "yes", "enable_shell_tool", True),
@@ -78,6 +79,7 @@ def test_each_variable_is_parsed(variable: str, value: str, attribute: str, expe
         ("MAX_ROUNDS", "many", "MAX_ROUNDS='many' is not valid; use a number of at least 1."),
         ("MAX_ROUNDS", "0", "MAX_ROUNDS='0' is not valid; use a number of at least 1."),
         ("KERNEL_MEMORY_MB", "100", "KERNEL_MEMORY_MB='100' is not valid; use a number of at least 256."),
+        ("PROMPT_CACHE_MB", "lots", "PROMPT_CACHE_MB='lots' is not valid; use a number of at least 0."),
         ("KERNEL_TIMEOUT", "0.5", "KERNEL_TIMEOUT='0.5' is not valid; use a number of at least 1.0."),
         ("MAX_LOADED_MODELS", "0", "MAX_LOADED_MODELS='0' is not valid; use a number of at least 1."),
         (

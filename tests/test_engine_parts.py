@@ -11,16 +11,21 @@ import torch
 from glm_client.config import GenerationParams
 from glm_client.engines import packed
 from glm_client.engines.decoding import PREFILL_CHUNK, SequenceDecoder
+from glm_client.engines.fast_llama import KVCache
 from glm_client.engines.packed import PackedLinear, dense_dtype
 from glm_client.engines.prompt_cache import MIN_SHARED_PREFIX, PromptCache, shared_prefix
 from glm_client.engines.sampling import next_token, top_p_candidates
 
 
 class FakeCache:
-    def __init__(self, length: int = 0, size: int = 1) -> None:
+    def __init__(self, length: int = 0, size: int = 1, copyable: bool = True) -> None:
         self.length = length
         self.size = size
+        self.copyable = copyable  # False: as llama.cpp's sequences
         self.released = False
+
+    def copy_prefix(self, length: int) -> FakeCache | None:
+        return FakeCache(length, self.size) if self.copyable else None
 
     def truncate(self, length: int) -> None:
         self.length = min(self.length, length)
@@ -114,8 +119,41 @@ def test_prompt_cache_leaves_one_token_to_run_and_truncates():
     cache = PromptCache(max_entries=4, max_bytes=100)
     held = FakeCache(80)
     cache.put(list(range(80)), held)
-    found, reused = cache.take(list(range(50)))  # the new prompt is a prefix of what is held
-    assert found is held and reused == 49 and held.length == 49
+    found, reused = cache.take(list(range(80)))  # the same prompt again (a seeded reply repeated)
+    assert found is held and reused == 79 and held.length == 79
+
+
+def test_a_prompt_sharing_only_the_start_of_a_cache_gets_a_copy_and_the_cache_stays():
+    """Another conversation with the same system prompt must not take this one's history away."""
+    cache = PromptCache(max_entries=4, max_bytes=100)
+    conversation = FakeCache(80)
+    cache.put(list(range(80)), conversation)
+    found, reused = cache.take([*range(50), -1])
+    assert found is not None and found is not conversation and (found.length, reused) == (50, 50)
+    assert conversation.length == 80 and not conversation.released
+    assert cache.take([*range(80), -1]) == (conversation, 80)  # its own next turn finds it whole
+
+
+def test_a_kv_cache_copy_holds_the_same_prefix_and_is_its_own():
+    original = KVCache(layers=2, kv_heads=3, head_dim=4, dtype=torch.float32, limit=1000)
+    original.reserve(300)
+    original.keys[:, :, :300] = torch.randn(2, 3, 300, 4)
+    original.values[:, :, :300] = torch.randn(2, 3, 300, 4)
+    original.length = 300
+    copy = original.copy_prefix(260)
+    assert copy.length == 260 and copy.keys.shape[2] >= 260
+    assert torch.equal(copy.keys[:, :, :260], original.keys[:, :, :260])
+    assert torch.equal(copy.values[:, :, :260], original.values[:, :, :260])
+    copy.keys[:, :, :260] = 0  # the next turn of the copy's sequence writes into it
+    assert original.keys[:, :, :260].abs().sum() > 0
+
+
+def test_a_cache_that_cannot_be_copied_is_taken_even_for_a_shared_start():
+    cache = PromptCache(max_entries=4, max_bytes=100)
+    slot = FakeCache(80, copyable=False)
+    cache.put(list(range(80)), slot)
+    assert cache.take([*range(50), -1]) == (slot, 50)
+    assert slot.length == 50 and len(cache) == 0
 
 
 def test_prompt_cache_replays_the_last_ids_it_is_told_to():
@@ -123,8 +161,8 @@ def test_prompt_cache_replays_the_last_ids_it_is_told_to():
     held = FakeCache(80)
     cache.put(list(range(80)), held)
     assert cache.take(list(range(8))) == (None, 0)  # nothing left to reuse: the entry stays
-    found, reused = cache.take([*range(60), 7])
-    assert found is held and reused == 53 and held.length == 53
+    found, reused = cache.take([*range(80), 7])
+    assert found is held and reused == 73 and held.length == 73
 
 
 def test_prompt_cache_ignores_a_short_shared_prefix():

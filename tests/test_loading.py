@@ -115,6 +115,16 @@ def test_engine_llamacpp_says_what_is_missing(monkeypatch, settings, installed, 
     assert_one_sentence(str(error.value))
 
 
+@pytest.mark.model
+def test_prompt_cache_mb_bounds_the_kv_caches_a_loaded_model_keeps():
+    directory = embedded.cache_path(Settings.from_env().cache_dir)
+    client = load_client(Settings(model_path=str(directory), prompt_cache_mb=64))
+    try:
+        assert client.engine.prompt_cache.max_bytes == 64 << 20
+    finally:
+        client.close()
+
+
 def test_the_embedded_model_gets_int4_weights_on_cpu_unless_told_otherwise():
     assert embedded_quantize(Settings(device="cpu")) == "4"
     assert embedded_quantize(Settings(device="cpu", quantize="none")) == "none"

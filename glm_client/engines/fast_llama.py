@@ -78,6 +78,15 @@ class KVCache:
     def truncate(self, length: int) -> None:
         self.length = min(self.length, length)
 
+    def copy_prefix(self, length: int) -> KVCache:
+        layers, heads, _, dim = self.shape
+        copy = KVCache(layers, heads, dim, self.dtype, self.limit)
+        copy.reserve(length)
+        copy.keys[:, :, :length] = self.keys[:, :, :length]
+        copy.values[:, :, :length] = self.values[:, :, :length]
+        copy.length = length
+        return copy
+
     def release(self) -> None:
         self.keys = self.values = torch.empty(self.shape, dtype=self.dtype)
         self.length = 0

@@ -64,6 +64,10 @@ class LlamaSequence:
             self.model.remove(self.seq_id, length)
             self.length = length
 
+    def copy_prefix(self, length: int) -> None:
+        """Not copied: a sequence is one of the context's few slots, so the prompt cache takes it instead."""
+        return None
+
     def release(self) -> None:
         if self.seq_id >= 0:
             self.model.free(self.seq_id)

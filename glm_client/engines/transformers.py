@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from glm_client.config import GenerationParams
+from glm_client.config import DEFAULT_PROMPT_CACHE_MB, GenerationParams
 from glm_client.engines.base import MAX_AUTO_CONTEXT, EngineInfo, ModelLoadError, Progress
 from glm_client.engines.decoding import SequenceDecoder
 from glm_client.engines.fast_llama import DENSE_MIN_TOKENS, FastLlama, unsupported_reason
@@ -32,19 +32,18 @@ from glm_client.engines.sampling import TokenPicker
 if TYPE_CHECKING:
     from glm_client.constrained import TokenConstraint
 
-# Finished sequences kept for prefix reuse, and the memory their KV caches may hold together.
-# 16: 8 users with a conversation or two each find theirs again (with 4, a Code Interpreter
+# Finished sequences kept for prefix reuse (their memory together is PROMPT_CACHE_MB). 32: 8 users
+# with a conversation in each of the three modes find theirs again (with 4, a Code Interpreter
 # round's prefix was gone by the next round under load, and its whole prompt ran again).
-PROMPT_CACHE_ENTRIES = 16
-PROMPT_CACHE_BYTES = 512 << 20
+PROMPT_CACHE_ENTRIES = 32
 # QUANTIZE on the packed path → bits of the layers' weights and of the output head. The head
 # stays int8: in int4 it cost the embedded model 7% perplexity, int8 under 1% (bench_engine.py).
 PACKED_BITS = {"none": (16, 16), "8": (8, 8), "4": (4, 8)}
 
 
-def default_prompt_cache() -> PromptCache:
+def default_prompt_cache(max_mb: int = DEFAULT_PROMPT_CACHE_MB) -> PromptCache:
     # A prompt's last chunk runs dense, as it did when the prompt was new (fast_llama.py).
-    return PromptCache(PROMPT_CACHE_ENTRIES, PROMPT_CACHE_BYTES, replay=DENSE_MIN_TOKENS)
+    return PromptCache(PROMPT_CACHE_ENTRIES, max_mb << 20, replay=DENSE_MIN_TOKENS)
 
 
 def pick_device(requested: str) -> str:
@@ -118,6 +117,7 @@ class TransformersEngine:
         dtype: str = "auto",
         quantize: str = "none",
         context_length: int = 0,
+        prompt_cache_mb: int = DEFAULT_PROMPT_CACHE_MB,
         progress: Progress = lambda _message: None,
     ) -> TransformersEngine:
         """Load an HF model directory or a single .gguf file."""
@@ -182,7 +182,7 @@ class TransformersEngine:
             model_type=model_type,
             weights=f"int{fast.weight_bits}" if fast is not None and fast.weight_bits != 16 else "",
         )
-        return cls(model, tokenizer, info, fast)
+        return cls(model, tokenizer, info, fast, default_prompt_cache(prompt_cache_mb))
 
     def close(self) -> None:
         """Free the model (the model pool unloads it): the decode thread ends, the weights and KV caches go.

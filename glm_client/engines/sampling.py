@@ -31,7 +31,7 @@ def next_token(
         logits[seen] = torch.where(scores < 0, scores * params.repetition_penalty, scores / params.repetition_penalty)
     if params.temperature == 0.0:
         return int(torch.argmax(logits))
-    logits = logits / params.temperature
+    logits.div_(params.temperature)
     if params.top_p < 1.0:
         values, ids = top_p_candidates(logits, params.top_p)
         choice = torch.multinomial(values.softmax(-1), 1, generator=generator)

@@ -18,7 +18,8 @@ in the new reply's bubble and to the finished reply (controls back, script idle)
 p95; then the app's RSS, kernel processes and CPU over time, before, during and after the
 users, and whether the kernels went back to idle once the users left. The CPU is split into
 the app's (with its kernels and tools) and the users' side's: the browsers run on the same
-cores here, which a real deployment leaves to the users' own machines. Last, it opens the store and
+cores here, which a real deployment leaves to the users' own machines, so the users' side runs in
+the idle scheduling class (SCHED_IDLE) and gets only the CPU the app leaves. Last, it opens the store and
 checks every turn: the user's exact message in the conversation of that user's `?c=`, then
 a complete reply (non-empty, not interrupted, no error), and no message where none was sent.
 The last line is `failed turns: F, lost messages: L, mixed messages: X`.
@@ -416,8 +417,10 @@ def seconds(value: float | None) -> str:
 
 
 def normalised(text: str) -> str:
-    """Letters and digits only: Markdown's syntax and the page's line breaks do not count."""
-    return re.sub(r"[\W_]+", "", text.replace(AVATAR, "")).lower()
+    """Letters and digits only: Markdown's syntax (a numbered list's "1." too, which the page draws
+    as a list marker, not text) and the page's line breaks do not count."""
+    text = re.sub(r"(?m)^\s*\d+[.)]\s", "", text.replace(AVATAR, ""))
+    return re.sub(r"[\W_]+", "", text).lower()
 
 
 def check_store(state: RunState, data_dir: Path, database_url: str | None, warm: str) -> dict[str, Any]:
@@ -671,6 +674,9 @@ def main() -> None:
         env = {key: os.environ[key] for key in ("OPENAI_BASE_URL", "MODEL_PATH") if os.environ.get(key)}
         app = LoggedApp(data_dir, env, log_path).start()
         base_url = app.url
+    # The users' side (this script, and the browsers it starts from here on) yields the cores to the
+    # app it measures: their browsers would run on the users' own machines, not beside the app.
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # inherited by the browsers
     backend = (
         f"OPENAI_BASE_URL={os.environ['OPENAI_BASE_URL']}" if os.environ.get("OPENAI_BASE_URL") else "embedded model"
     )

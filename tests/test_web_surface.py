@@ -41,6 +41,13 @@ def test_the_app_watches_no_files() -> None:
     assert "server.fileWatcherType" in streamlit_config.get_config_options()  # a name Streamlit reads
 
 
+def test_script_runs_end_without_a_full_garbage_collection() -> None:
+    """A full collection holds the GIL for ~225 ms in the app's process: the decode thread, and every user, wait."""
+    config = tomllib.loads((Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml").read_text())
+    assert config["runner"]["postScriptGC"] is False
+    assert "runner.postScriptGC" in streamlit_config.get_config_options()  # a name Streamlit reads
+
+
 def test_a_rebound_host_name_cannot_open_the_app(app: App) -> None:
     open_websocket(app, "127.0.0.1")  # the app's own name works
     open_websocket(app, "localhost")

@@ -188,13 +188,12 @@ class LocalClient(StreamingClient):
                 first_token_at = first_token_at or time.perf_counter()
                 raw.append(stops.feed(decoder.push(token)))
                 events = parser.feed(raw[-1])
-                made_call = made_call or any(isinstance(event, ToolCall) for event in events)
                 yield from events
                 for event in events:
                     if isinstance(event, ToolCallStart):
                         call_tokens = 0
                     elif isinstance(event, ToolCall):
-                        call_tokens = None
+                        made_call, call_tokens = True, None
                 if call_tokens is not None:
                     call_tokens += 1
                     if not events:  # a token of the call that showed nothing: say the call is growing

@@ -43,8 +43,9 @@ DEFAULT_KERNEL_TIMEOUT_S = 60.0  # a cell that loops forever must not hang the c
 DEFAULT_KERNEL_MEMORY_MB = 4096
 DEFAULT_WEATHER_API_URL = "https://wttr.in/{city}?format=j1"  # wttr.in's JSON API
 # Memory for the KV caches of finished turns, kept so a conversation's next turn prefills only
-# what is new (engines/prompt_cache.py). The embedded model's take 46 KB a token: 2 GiB keeps
-# 8 users' conversations in all three modes at about 1,500 tokens each (bench/bench_load.py).
+# what is new (engines/prompt_cache.py). The embedded model's take 23 KB a token (bf16; 46 KB in
+# float32 where the decode attention kernel cannot be built): 2 GiB keeps 8 users' conversations
+# in all three modes at about 3,000 tokens each (bench/bench_load.py).
 DEFAULT_PROMPT_CACHE_MB = 2048
 
 # ENABLE_<NAME>_TOOL: the switch of a dangerous tool (tools/registry.py).

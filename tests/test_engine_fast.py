@@ -64,21 +64,36 @@ def with_fast(client: LocalClient, fast: FastLlama, prompt_cache: PromptCache | 
 def test_the_embedded_model_runs_packed_int4_weights_with_an_int8_head(embedded_client):
     fast = embedded_client.engine.fast
     assert fast is not None and (fast.weight_bits, fast.head_bits) == (4, 8)
+    # this machine builds the decode attention kernel (gcc, AVX2), which reads bf16 caches
+    assert fast.decode_attention is not None and fast.new_cache(8).keys.dtype == torch.bfloat16
+
+
+def assert_reference_choices(client: LocalClient, reference: LocalClient, fast: FastLlama) -> None:
+    """Along the reference's greedy reply, `fast` picks its token wherever the lead is clear (quality.py)."""
+    model = client.engine.model
+    fast_client = with_fast(client, fast)
+    stop_ids = set(client.dialect.stop_token_ids())
+    for prompt in PROMPTS:
+        ids = client.dialect.encode([Message.user(prompt)])
+        params = GenerationParams(temperature=0.0, max_new_tokens=32)
+        greedy = list(reference.engine.generate(ids, params, stop_ids))
+        expected = reference_logits(model, ids, greedy)
+        assert clear_disagreements(expected, decoder_logits(fast_client.engine.decoder, ids, greedy)) == 0, prompt
 
 
 @pytest.mark.parametrize("dense", [torch.bfloat16, torch.float32])  # prompts' matmuls: packed.dense_dtype
 @pytest.mark.parametrize("bits", [16, 4])
 def test_fast_path_makes_the_reference_greedy_choices_on_a_prompt_set(embedded_client, reference, bits, dense):
-    """Along the reference's greedy reply, the fast path picks its token wherever the lead is clear (quality.py)."""
     model = embedded_client.engine.model
-    fast = with_fast(embedded_client, FastLlama(model, weight_bits=bits, head_bits=8 if bits == 4 else 16, dense=dense))
-    stop_ids = set(embedded_client.dialect.stop_token_ids())
-    for prompt in PROMPTS:
-        ids = embedded_client.dialect.encode([Message.user(prompt)])
-        params = GenerationParams(temperature=0.0, max_new_tokens=32)
-        greedy = list(reference.engine.generate(ids, params, stop_ids))
-        expected = reference_logits(model, ids, greedy)
-        assert clear_disagreements(expected, decoder_logits(fast.engine.decoder, ids, greedy)) == 0, prompt
+    fast = FastLlama(model, weight_bits=bits, head_bits=8 if bits == 4 else 16, dense=dense)
+    assert_reference_choices(embedded_client, reference, fast)
+
+
+def test_without_the_kernel_decode_steps_attend_with_torch_ops_and_choose_alike(embedded_client, reference):
+    """Where the kernel cannot be built (no compiler, not x86): float32 caches and per-row bmm's."""
+    fast = FastLlama(embedded_client.engine.model, native=False)
+    assert fast.decode_attention is None and fast.new_cache(8).keys.dtype == torch.float32
+    assert_reference_choices(embedded_client, reference, fast)
 
 
 def test_int4_weights_keep_perplexity_within_two_percent(embedded_client):

@@ -7,7 +7,8 @@ only ~6 GB/s, every module adds Python overhead, and sdpa's CPU kernel for a sin
 query grows to 2 ms per layer at a 2k context (the reply slows down as the chat grows).
 This forward takes the loaded model's weights, packs the linear layers (int4/int8,
 glm_client/engines/packed.py), fuses q/k/v and gate/up into one matmul each, runs
-the attention of a single query as two small bmm's, and keeps one KV cache per
+the attention of a step's decode rows in one call of a small C kernel (native_attention.py;
+where it cannot be built, as two small bmm's per row), and keeps one KV cache per
 sequence, so that:
 
 - a prompt can reuse the cache of an earlier prompt with the same prefix (a chat's
@@ -36,12 +37,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from glm_client.engines import native_attention
 from glm_client.engines.decoding import Row
+from glm_client.engines.native_attention import DecodeStep
 from glm_client.engines.packed import PackedLinear, dense_dtype
 
 # Architectures whose decoder layers this forward reproduces exactly.
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
-# float32 keys/values: bf16 bmm's of these small shapes run 2x slower than float32 here.
+# Keys/values for the torch path's attention: its bf16 bmm's of these small shapes run 2x slower
+# than float32 here. The decode attention kernel reads bf16 caches (native_attention.py).
 KV_DTYPE = torch.float32
 # The KV cache grows in steps of this many tokens (a copy each time), not per token.
 KV_GROWTH_TOKENS = 256
@@ -127,8 +131,19 @@ def unsupported_reason(model: Any) -> str | None:
 class FastLlama:
     """The packed weights of a Llama-family model and a forward over rows of several sequences."""
 
-    def __init__(self, model: Any, weight_bits: int = 4, head_bits: int = 8, dense: torch.dtype | None = None) -> None:
-        """`dense`: the dtype of prompt chunks' matmuls; None picks the fastest on this CPU (packed.dense_dtype)."""
+    def __init__(
+        self,
+        model: Any,
+        weight_bits: int = 4,
+        head_bits: int = 8,
+        dense: torch.dtype | None = None,
+        native: bool = True,
+    ) -> None:
+        """`dense`: the dtype of prompt chunks' matmuls; None picks the fastest on this CPU (packed.dense_dtype).
+
+        `native`: decode steps attend with the C kernel where it builds here and the model is bf16
+        (native_attention.py); False keeps the torch path (the benches compare the two).
+        """
         reason = unsupported_reason(model)
         if reason:
             raise ValueError(reason)
@@ -149,6 +164,10 @@ class FastLlama:
         self.embedding = model.model.embed_tokens.weight.detach()
         self.weight_bits = weight_bits
         self.head_bits = self.head.bits
+        kernel = native_attention.load() if native and self.dtype == torch.bfloat16 and self.head_dim % 8 == 0 else None
+        self.decode_attention = kernel
+        # bf16 holds the model's bf16 keys/values exactly; float32 where the torch path reads them
+        self.kv_dtype = torch.bfloat16 if kernel is not None else KV_DTYPE
 
     @staticmethod
     def _pack_layer(layer: Any, bits: int, dense: torch.dtype) -> _Layer:
@@ -164,7 +183,7 @@ class FastLlama:
         )
 
     def new_cache(self, limit: int) -> KVCache:
-        return KVCache(len(self.layers), self.kv_heads, self.head_dim, KV_DTYPE, limit)
+        return KVCache(len(self.layers), self.kv_heads, self.head_dim, self.kv_dtype, limit)
 
     def packed_nbytes(self) -> int:
         """Memory the packed weights add to the model's own."""
@@ -190,6 +209,7 @@ class FastLlama:
         cos, sin = angles.cos().to(self.dtype)[:, None], angles.sin().to(self.dtype)[:, None]
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
         split = _Split.of(rows)
+        decoding = self._decode_step(rows)
         group = self.heads // self.kv_heads
         # per row, which of its own tokens each query may not see (the same in every layer)
         later = [
@@ -202,7 +222,9 @@ class FastLlama:
             query_keys = qkv[:, : (heads + kv_heads) * dim].view(-1, heads + kv_heads, dim)
             query_keys = query_keys * cos + _rotate_half(query_keys) * sin
             values = qkv[:, (heads + kv_heads) * dim :].view(-1, kv_heads, dim)
-            attended = self._attention(index, rows, later, query_keys[:, :heads], query_keys[:, heads:], values)
+            attended = self._attention(
+                index, rows, later, decoding, query_keys[:, :heads], query_keys[:, heads:], values
+            )
             x = x + split.apply(layer.output, attended)
             h = self._norm(x, layer.mlp_norm)
             gate_up = split.apply(layer.gate_up, h)
@@ -216,28 +238,57 @@ class FastLlama:
         """RMSNorm as transformers computes it: in float32, rounded to the model's dtype, then scaled."""
         return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
+    def _decode_step(self, rows: list[Row[KVCache]]) -> _Decoding | None:
+        """The rows the kernel attends for: every decode step (one token), beside prompts or not.
+
+        All of them, always: a decode row's result must not depend on the other rows of its step.
+        """
+        kernel = self.decode_attention
+        decode = [index for index, row in enumerate(rows) if len(row.ids) == 1]
+        if kernel is None or not decode:
+            return None
+        starts = [0, *_cumulative([len(row.ids) for row in rows])]
+        step = kernel.step([(rows[i].cache.keys, rows[i].cache.values, rows[i].cache.length) for i in decode])
+        every = len(decode) == len(rows)
+        return _Decoding(
+            kernel, step, {row: j for j, row in enumerate(decode)}, None if every else [starts[i] for i in decode]
+        )
+
     def _attention(
         self,
         layer: int,
         rows: list[Row[KVCache]],
         later: list[torch.Tensor | None],
+        decoding: _Decoding | None,
         queries: torch.Tensor,
         keys: torch.Tensor,
         values: torch.Tensor,
     ) -> torch.Tensor:
         """Write each row's keys/values into its cache and attend over the cache; [tokens, heads * dim].
 
-        Per row, as two bmm's over [kv_heads, tokens * group, …]: each kv head with the
-        queries it serves, the row's own later tokens masked. A one-token row (a decode
-        step) computes the same whatever the other rows of its step. (sdpa's CPU kernel
-        for one query also costs 10x more at long contexts.)
+        Decode steps go to the kernel in one call (`decoding`). Other rows, and all of them
+        without the kernel, as two bmm's per row over [kv_heads, tokens * group, …]: each kv head
+        with the queries it serves, the row's own later tokens masked. A one-token row computes
+        the same whatever the other rows of its step. (sdpa's CPU kernel for one query costs 10x
+        more at long contexts.)
         """
+        group = self.heads // self.kv_heads
+        queries = (queries.to(torch.float32) * self.scale).view(-1, self.kv_heads, group, self.head_dim)
+        decoded = None
+        if decoding is not None:
+            tokens = decoding.tokens
+            if tokens is None:  # every row is a decode step: one call, nothing to gather
+                attended = decoding.kernel(decoding.step, layer, queries, keys, values)
+                return attended.view(len(rows), -1).to(self.dtype)
+            decoded = decoding.kernel(decoding.step, layer, queries[tokens], keys[tokens], values[tokens])
         outputs = []
         start = 0
-        group = self.heads // self.kv_heads
-        queries = (queries.to(KV_DTYPE) * self.scale).view(-1, self.kv_heads, group, self.head_dim)
-        for row, row_later in zip(rows, later, strict=True):
+        for index, (row, row_later) in enumerate(zip(rows, later, strict=True)):
             count, past = len(row.ids), row.cache.length
+            if decoded is not None and decoding is not None and index in decoding.rows:
+                outputs.append(decoded[decoding.rows[index]].view(1, -1))
+                start += count
+                continue
             visible = past + count
             cached_keys, cached_values = row.cache.keys[layer], row.cache.values[layer]
             cached_keys[:, past:visible] = keys[start : start + count].transpose(0, 1)
@@ -247,16 +298,28 @@ class FastLlama:
                 grouped = queries[start]
             else:
                 grouped = queries[start : start + count].transpose(0, 1).reshape(self.kv_heads, count * group, -1)
-            scores = torch.bmm(grouped, cached_keys[:, :visible].transpose(1, 2))
+            # float32 for the bmm's (a no-op for a float32 cache; a bf16 one holds the same values)
+            seen_keys, seen_values = (cached[:, :visible].to(torch.float32) for cached in (cached_keys, cached_values))
+            scores = torch.bmm(grouped, seen_keys.transpose(1, 2))
             if row_later is not None:  # token i sees the cache and the row's tokens up to itself
                 scores[:, :, past:].masked_fill_(row_later, float("-inf"))
-            attended = torch.bmm(torch.softmax(scores, dim=-1), cached_values[:, :visible])
+            attended = torch.bmm(torch.softmax(scores, dim=-1), seen_values)
             # [kv_heads, count * group, dim] → [count, heads * dim], heads in kv-major order as in the model
             if count > 1:
                 attended = attended.view(self.kv_heads, count, group, self.head_dim).transpose(0, 1)
             outputs.append(attended.reshape(count, -1))
             start += count
         return (outputs[0] if len(outputs) == 1 else torch.cat(outputs)).to(self.dtype)
+
+
+@dataclass
+class _Decoding:
+    """A forward's decode rows for the kernel: their caches, and where their tokens are."""
+
+    kernel: native_attention.DecodeAttention
+    step: DecodeStep
+    rows: dict[int, int]  # row index → its place in the kernel's output
+    tokens: list[int] | None  # their token indices; None when every row is a decode step (token i = row i)
 
 
 class _Split:

@@ -1,0 +1,97 @@
+"""The decode attention kernel (native_attention.py) against plain torch math, and the fallback without it.
+
+The model-level checks (greedy choices, perplexity, batching bit for bit) run on the kernel in
+tests/test_engine_fast.py, as the embedded model's fast path uses it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from glm_client.engines import native_attention
+from glm_client.engines.native_attention import NativeBuildError, build
+
+LAYERS = 2
+
+
+@pytest.fixture(scope="module")
+def kernel() -> native_attention.DecodeAttention:
+    loaded = native_attention.load()
+    assert loaded is not None, native_attention.unavailable_reason()  # this machine has gcc and AVX2
+    return loaded
+
+
+def caches_holding(lengths: list[int], kv_heads: int, dim: int) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+    """bf16 caches with room to spare, random up to each length and NaN beyond (so a read past it shows)."""
+    caches = []
+    for length in lengths:
+        shape = (LAYERS, kv_heads, length + 5, dim)
+        keys, values = (torch.full(shape, float("nan"), dtype=torch.bfloat16) for _ in range(2))
+        keys[:, :, :length] = torch.randn(LAYERS, kv_heads, length, dim)
+        values[:, :, :length] = torch.randn(LAYERS, kv_heads, length, dim)
+        caches.append((keys, values, length))
+    return caches
+
+
+def expected_attention(
+    cache: tuple[torch.Tensor, torch.Tensor, int],
+    layer: int,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+) -> torch.Tensor:
+    """softmax(q · K) · V over the cached tokens and the new one, in float64: [kv_heads, group, dim]."""
+    keys, values, length = cache
+    seen_keys = torch.cat([keys[layer, :, :length], key[:, None]], dim=1).double()
+    seen_values = torch.cat([values[layer, :, :length], value[:, None]], dim=1).double()
+    weights = torch.softmax(query.double() @ seen_keys.transpose(1, 2), dim=-1)
+    return weights @ seen_values
+
+
+@pytest.mark.parametrize(
+    ("kv_heads", "group", "dim"),
+    [(3, 3, 64), (1, 1, 8), (2, 5, 128), (4, 8, 64)],  # the embedded model's shape; groups past 4 take two passes
+)
+def test_the_kernel_attends_each_row_over_its_own_cache_and_token(kernel, kv_heads, group, dim):
+    torch.manual_seed(0)
+    lengths = [0, 6, 7, 8, 9, 300, 1000]  # around the kernel's blocks of 8 tokens, and a fresh cache
+    caches = caches_holding(lengths, kv_heads, dim)
+    rows = len(lengths)
+    queries = torch.randn(rows, kv_heads, group, dim) * dim**-0.5
+    keys = torch.randn(rows, kv_heads, dim).bfloat16()
+    values = torch.randn(rows, kv_heads, dim).bfloat16()
+    layer = 1
+    out = kernel(kernel.step(caches), layer, queries, keys, values)
+    for row, cache in enumerate(caches):
+        expected = expected_attention(cache, layer, queries[row], keys[row], values[row])
+        assert torch.allclose(out[row].double(), expected, atol=1e-5), (row, lengths[row])
+        cached_keys, cached_values, length = cache
+        assert torch.equal(cached_keys[layer, :, length], keys[row])  # the step's token is in the cache now
+        assert torch.equal(cached_values[layer, :, length], values[row])
+        assert cached_keys[layer, :, length + 1 :].isnan().all()  # and nothing past it was written
+        assert cached_keys[0, :, length].isnan().all()  # nor into the other layer
+
+
+def test_the_step_refuses_caches_the_kernel_cannot_read(kernel):
+    keys = torch.zeros(LAYERS, 3, 16, 64)
+    with pytest.raises(ValueError, match="bf16"):
+        kernel.step([(keys, keys, 4)])
+    full = keys.bfloat16()
+    with pytest.raises(ValueError, match="no room"):
+        kernel.step([(full, full, 16)])
+
+
+def test_without_a_compiler_the_build_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(NativeBuildError, match="no C compiler"):
+        build(tmp_path)
+
+
+def test_a_source_that_does_not_compile_is_reported_in_one_line(tmp_path, monkeypatch):
+    broken = tmp_path / "decode_attention.c"
+    broken.write_text("#include <no_such_header.h>\n")
+    monkeypatch.setattr(native_attention, "SOURCE", broken)
+    with pytest.raises(NativeBuildError, match=r"could not build it.*no_such_header") as caught:
+        build(tmp_path)
+    assert "\n" not in str(caught.value)

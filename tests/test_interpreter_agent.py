@@ -46,7 +46,7 @@ def test_model_code_runs_in_the_kernel_and_the_model_reads_the_output(embedded_c
                     conversation,
                     kernel_executor(session, timeout=30),
                     [INTERPRETER_TOOL],
-                    max_rounds=2,
+                    max_rounds=1,  # what the model does with its second round's tools varies with its numerics
                     temperature=0.0,
                     max_new_tokens=150,
                 )
@@ -63,15 +63,15 @@ def test_model_code_runs_in_the_kernel_and_the_model_reads_the_output(embedded_c
     with KernelSession(tmp_path / "again") as check:
         again = check.execute(calls[0].code, timeout=30)
         assert (first.content, first.meta["status"]) == (again.to_observation(), again.status)
-    # The second round's prompt ends with that observation. Reading its error, the model (greedy) wrote
-    # code again, so the round limit is reached: one last round, with no tools, ends the turn in words.
+    # The second round's prompt ends with that observation. It is the round limit's round: no tools
+    # are offered, so the model answers in words, having read the output.
     assert prompts[1][-1].content == first.content
-    assert len(calls) == 2 and calls[1].is_interpreter
-    assert offered == [[INTERPRETER_TOOL], [INTERPRETER_TOOL], None]
-    roles = ["system", "user", "assistant", "observation", "assistant", "observation", "assistant"]
+    assert len(calls) == 1
+    assert offered == [[INTERPRETER_TOOL], None]
+    roles = ["system", "user", "assistant", "observation", "assistant"]
     assert [m.role for m in conversation] == roles
     final = conversation[-1]
     assert final.content.strip() and final.tool_calls == []
-    assert final.meta["notices"] == [round_limit_notice(2)]
-    limit = events.index(RoundLimitReached(2))
-    assert events[limit + 1] == Notice(round_limit_notice(2))
+    assert final.meta["notices"] == [round_limit_notice(1)]
+    limit = events.index(RoundLimitReached(1))
+    assert events[limit + 1] == Notice(round_limit_notice(1))

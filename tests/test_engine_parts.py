@@ -259,6 +259,48 @@ def test_the_next_turn_reuses_the_cache_of_the_previous_one():
     assert prompt_cache.reused_tokens == len(prompt) + len(reply) - 1  # the last reply token was never fed
 
 
+class GatedModel(CountingModel):
+    """A CountingModel whose forwards wait while `gate` is clear, saying when one is waiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate, self.waiting = threading.Event(), threading.Event()
+        self.gate.set()
+
+    def forward(self, rows) -> torch.Tensor:
+        if not self.gate.is_set():
+            self.waiting.set()
+            self.gate.wait(10)
+        return super().forward(rows)
+
+
+def test_a_round_sent_as_its_reply_stops_reuses_that_replys_cache():
+    """An agent stops reading where the model's call closes and sends the next round at once.
+
+    The decode thread is mid-forward then, so it sees the stop and the new prompt together; the
+    stopped sequence's cache must be back in the prompt cache before the new one looks.
+    """
+    model, prompt_cache = GatedModel(), PromptCache(4, 1 << 20)
+    decoder = decoder_for(model, prompt_cache)
+    params = GenerationParams(temperature=0.0, max_new_tokens=500, repetition_penalty=1.0)
+    prompt = list(range(100, 140))
+    stream = decoder.generate(prompt, params, set())
+    reply = [next(stream) for _ in range(3)]
+    model.gate.clear()
+    assert model.waiting.wait(10)  # the decode thread is inside a forward
+    stream.close()
+    next_round: list[int] = []
+    sender = threading.Thread(target=lambda: next_round.extend(decoder.generate([*prompt, *reply, 7], COUNT, set())))
+    sender.start()
+    deadline = time.monotonic() + 10
+    while not decoder._incoming and time.monotonic() < deadline:
+        time.sleep(0.001)
+    model.gate.set()
+    sender.join(10)
+    assert next_round == [8, 9, 10, 11, 12]
+    assert prompt_cache.reused_tokens == len(prompt) + len(reply)
+
+
 def test_a_failed_forward_reaches_the_caller():
     decoder = decoder_for(CountingModel(fail=True))
     with pytest.raises(RuntimeError, match="boom"):

@@ -164,10 +164,13 @@ class SequenceDecoder:
                     ending, self._incoming = [*self._active, *self._incoming], []
                     break
                 arrived, self._incoming = self._incoming, []
-            for sequence in arrived:
-                self._admit(sequence)
+            # Stopped sequences end first: their caches go back to the prompt cache, where the
+            # request that follows one looks for it (an agent's next round, sent as soon as the
+            # reply stopped at its call, before this thread saw the stop).
             for sequence in list(self._active):
                 self._end_if_stopped(sequence)
+            for sequence in arrived:
+                self._admit(sequence)
             if self._active:
                 self._step()
         for sequence in ending:
@@ -186,6 +189,7 @@ class SequenceDecoder:
         sequence.held = sequence.pending[:reused]
         del sequence.pending[:reused]
         self._active.append(sequence)
+        self._end_if_stopped(sequence)  # one already stopped, or whose prompt overruns the context
 
     def _end_if_stopped(self, sequence: _Sequence) -> None:
         """Finish a sequence its caller stopped reading, or one about to overrun its context."""

@@ -28,6 +28,7 @@ from glm_client.engines.quality import (
     reference_logits,
 )
 from glm_client.engines.transformers import TransformersEngine
+from tests.test_native_attention import has_compiler
 
 pytestmark = pytest.mark.model
 
@@ -64,8 +65,8 @@ def with_fast(client: LocalClient, fast: FastLlama, prompt_cache: PromptCache | 
 def test_the_embedded_model_runs_packed_int4_weights_with_an_int8_head(embedded_client):
     fast = embedded_client.engine.fast
     assert fast is not None and (fast.weight_bits, fast.head_bits) == (4, 8)
-    # this machine builds the decode attention kernel (gcc, AVX2), which reads bf16 caches
-    assert fast.decode_attention is not None and fast.new_cache(8).keys.dtype == torch.bfloat16
+    if has_compiler():  # the decode attention kernel is built (on an x86-64 with AVX2) and reads bf16 caches
+        assert fast.decode_attention is not None and fast.new_cache(8).keys.dtype == torch.bfloat16
 
 
 def assert_reference_choices(client: LocalClient, reference: LocalClient, fast: FastLlama) -> None:

@@ -6,6 +6,8 @@ tests/test_engine_fast.py, as the embedded model's fast path uses it.
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -15,10 +17,16 @@ from glm_client.engines.native_attention import NativeBuildError, build
 LAYERS = 2
 
 
+def has_compiler() -> bool:
+    return bool(shutil.which("cc") or shutil.which("gcc"))  # make setup installs gcc as root
+
+
 @pytest.fixture(scope="module")
 def kernel() -> native_attention.DecodeAttention:
+    if not has_compiler():
+        pytest.skip("no C compiler (gcc) to build the kernel")
     loaded = native_attention.load()
-    assert loaded is not None, native_attention.unavailable_reason()  # this machine has gcc and AVX2
+    assert loaded is not None, native_attention.unavailable_reason()  # with gcc, on an x86-64 with AVX2
     return loaded
 
 
@@ -88,6 +96,7 @@ def test_without_a_compiler_the_build_says_so(tmp_path, monkeypatch):
         build(tmp_path)
 
 
+@pytest.mark.skipif(not has_compiler(), reason="no C compiler (gcc) to fail")
 def test_a_source_that_does_not_compile_is_reported_in_one_line(tmp_path, monkeypatch):
     broken = tmp_path / "decode_attention.c"
     broken.write_text("#include <no_such_header.h>\n")

@@ -1,7 +1,7 @@
 """The decode steps' attention as one C call a layer (decode_attention.c), where this machine can build it.
 
 Why: with 8 users on the 2-core CPU machine, the per-row attention of fast_llama's torch path
-took half of each decode step (bench/bench_engine.py, "decode attention"): per sequence and layer
+took half of each decode step (bench/bench_attention.py): per sequence and layer
 two bmm's, a softmax and a dozen small ops, with torch splitting a bmm over 3 kv heads unevenly
 on 2 threads, over a float32 cache. The kernel runs every (sequence, kv head) pair of a step in
 one OpenMP loop over a bf16 cache: the keys and values are bf16 already (the model's dtype), so
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import logging
 import platform
 import shutil
@@ -121,8 +120,7 @@ def build(directory: Path) -> ctypes.CDLL:
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise NativeBuildError("no C compiler (cc or gcc) is on PATH")
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
-    target = directory / f"decode_attention-{digest}.so"
+    target = directory / "decode_attention.so"
     try:
         done = subprocess.run(
             [compiler, *FLAGS, str(SOURCE), "-o", str(target)],

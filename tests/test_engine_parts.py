@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 import threading
 import time
 
@@ -14,7 +16,7 @@ from glm_client.engines.decoding import PREFILL_CHUNK, SequenceDecoder
 from glm_client.engines.fast_llama import KVCache
 from glm_client.engines.packed import PackedLinear, dense_dtype
 from glm_client.engines.prompt_cache import MIN_SHARED_PREFIX, PromptCache, shared_prefix
-from glm_client.engines.sampling import next_token, top_p_candidates
+from glm_client.engines.sampling import next_token, next_tokens, top_p_nuclei
 
 
 class FakeCache:
@@ -337,30 +339,72 @@ def test_close_ends_a_sequence_in_flight_and_refuses_new_ones():
         list(decoder.generate([1], params, set()))
 
 
-@pytest.mark.parametrize("scale", [0.01, 1.0, 4.0])  # from flat (the whole-vocabulary fallback) to peaked
-@pytest.mark.parametrize("top_p", [0.5, 0.8, 0.95])
-def test_top_p_keeps_the_tokens_transformers_keeps(scale, top_p):
+@pytest.mark.parametrize("flat", [False, True], ids=["candidates", "whole-vocabulary fallback"])
+def test_top_p_keeps_the_tokens_transformers_keeps_in_every_row(flat):
     from transformers.generation.logits_process import TopPLogitsWarper
 
-    generator = torch.Generator().manual_seed(int(scale * 100 + top_p * 10))
-    logits = torch.randn(49152, generator=generator) * scale
-    warped = TopPLogitsWarper(top_p)(None, logits[None].clone())[0]
-    values, ids = top_p_candidates(logits, top_p)
-    assert set(ids.tolist()) == set(torch.nonzero(warped != float("-inf")).flatten().tolist())
-    assert torch.equal(values, logits[ids]) and bool((values[:-1] >= values[1:]).all())
+    generator = torch.Generator().manual_seed(5)
+    scales = [3.0, 4.0, 1.0 if flat else 8.0]  # a flat row takes the whole batch to the fallback
+    top_p = [0.5, 0.8, 0.95]
+    scores = torch.stack([torch.randn(49152, generator=generator) * scale for scale in scales])
+    values, ids, keep = top_p_nuclei(scores, top_p)
+    for row, limit in enumerate(top_p):
+        warped = TopPLogitsWarper(limit)(None, scores[row : row + 1].clone())[0]
+        kept = ids[row, : keep[row]]
+        assert set(kept.tolist()) == set(torch.nonzero(warped != float("-inf")).flatten().tolist())
+        assert torch.equal(values[row, : keep[row]], scores[row, kept])
+    assert values.shape[1] == (49152 if flat else 512)
+    assert bool((values[:, :-1] >= values[:, 1:]).all())
+
+
+def test_each_row_of_a_batch_picks_what_it_would_pick_alone():
+    generator = torch.Generator().manual_seed(11)
+    logits = torch.randn(6, 5000, generator=generator) * 3
+    logits[:, 7] = 16.0  # every row's favourite, seen by the penalised rows only
+    seen = [torch.tensor([7, 9]), torch.tensor([3]), torch.tensor([7]), torch.tensor([], dtype=torch.long)] * 2
+    params = [
+        GenerationParams(temperature=0.0, repetition_penalty=2.0),
+        GenerationParams(temperature=0.0, repetition_penalty=2.0),
+        GenerationParams(temperature=0.7, top_p=0.9, repetition_penalty=1.8, seed=1),
+        GenerationParams(temperature=1.3, top_p=1.0, repetition_penalty=1.0, seed=2),
+        GenerationParams(temperature=0.5, top_p=0.3, repetition_penalty=1.0, seed=3),
+        GenerationParams(temperature=2.0, top_p=0.99, repetition_penalty=1.2, seed=4),
+    ]
+
+    numbers = random.Random(5)
+    for _ in range(20):
+        draws = [numbers.random() for _ in params]
+        alone = [next_token(logits[row].clone(), seen[row], params[row], draws[row]) for row in range(6)]
+        assert next_tokens(logits.clone(), seen[:6], params, draws) == alone
+    assert alone[0] != 7 and alone[1] == 7  # the penalty reached only the row that saw the token
 
 
 def test_top_p_sampling_is_seeded_and_stays_in_the_nucleus():
     logits = torch.randn(5000, generator=torch.Generator().manual_seed(3)) * 3
     params = GenerationParams(temperature=1.0, top_p=0.5, repetition_penalty=1.0)
-    _, nucleus = top_p_candidates(logits.clone(), 0.5)
+    _, ids, keep = top_p_nuclei(logits[None].clone(), [0.5])
+    nucleus = ids[0, : keep[0]]
 
     def draws(seed: int) -> list[int]:
-        generator = torch.Generator().manual_seed(seed)
-        return [next_token(logits.clone(), torch.tensor([]), params, generator) for _ in range(200)]
+        numbers = random.Random(seed)
+        return [next_token(logits.clone(), torch.tensor([]), params, numbers.random()) for _ in range(200)]
 
     assert draws(1) == draws(1) and set(draws(1)) <= set(nucleus.tolist())
     assert len(set(draws(1))) > 1  # it samples, not picks
+
+
+@pytest.mark.parametrize(("top_p", "expected"), [(1.0, [0.5, 0.3, 0.2]), (0.75, [0.625, 0.375, 0.0])])
+def test_draws_follow_the_nucleus_probabilities_and_never_a_masked_token(top_p, expected):
+    logits = torch.tensor([math.log(0.5), math.log(0.3), math.log(0.2), float("-inf"), float("-inf")])
+    params = GenerationParams(temperature=1.0, top_p=top_p, repetition_penalty=1.0)
+    none = torch.tensor([], dtype=torch.long)
+    numbers = random.Random(0)
+    tokens = [next_token(logits.clone(), none, params, numbers.random()) for _ in range(4000)]
+    frequencies = [tokens.count(token) / len(tokens) for token in range(5)]
+    assert frequencies == pytest.approx([*expected, 0.0, 0.0], abs=0.03)
+    last = 2 if top_p == 1.0 else 1
+    assert next_token(logits.clone(), none, params, 0.0) == 0
+    assert next_token(logits.clone(), none, params, 1 - 1e-17) == last  # 1.0 in float32: still the last kept token
 
 
 def test_a_failed_pick_reaches_its_caller_and_the_decoder_goes_on():

@@ -23,7 +23,7 @@ import atexit
 import queue
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -31,7 +31,7 @@ import torch
 
 from glm_client.config import GenerationParams
 from glm_client.engines.prompt_cache import Cache, PromptCache
-from glm_client.engines.sampling import TokenPicker
+from glm_client.engines.sampling import TokenPicker, pick_tokens
 
 if TYPE_CHECKING:
     from glm_client.constrained import TokenConstraint
@@ -220,21 +220,38 @@ class SequenceDecoder:
         # float32 rows of our own, for sampling and constraints to change in place: one exact
         # conversion for the step (a conversion per row cost 6% of the decode thread under load)
         logits = logits.to(torch.float32, copy=True)
-        for index, sequence in enumerate(list(self._active)):
+        for sequence in self._active:
             sequence.held += sequence.fed
             del sequence.pending[: len(sequence.fed)]
-            if not sequence.pending:  # prompt done: the row's logits pick the next token
-                try:
-                    self._pick(sequence, logits[index])
-                except Exception as error:  # e.g. a constraint refusing the token: this sequence ends, not the thread
-                    sequence.output.put(error)
-                    self._finish(sequence)
+        # Sequences whose prompt is done pick their next tokens, all in one batch.
+        choosing = [
+            (index, sequence)
+            for index, sequence in enumerate(list(self._active))
+            if not sequence.pending and self._survives(sequence, sequence.picker.constrain, logits[index])
+        ]
+        if not choosing:
+            return
+        if len(choosing) < len(logits):  # some rows still prefill
+            logits = logits[[index for index, _ in choosing]]
+        chosen = pick_tokens([sequence.picker for _, sequence in choosing], logits)
+        for (_, sequence), token in zip(choosing, chosen, strict=True):
+            self._survives(sequence, self._take, sequence, token)
 
-    def _pick(self, sequence: _Sequence, row_logits: torch.Tensor) -> None:
-        token = sequence.picker.pick(row_logits)
-        if token is not None:
-            sequence.output.put(token)
-            sequence.pending = [token]
+    def _survives(self, sequence: _Sequence, step: Callable[..., None], *args: Any) -> bool:
+        """Run `step(*args)` for `sequence`; an error (e.g. a constraint refusing its token) ends it, not the thread."""
+        try:
+            step(*args)
+        except Exception as error:
+            sequence.output.put(error)
+            self._finish(sequence)
+            return False
+        return True
+
+    def _take(self, sequence: _Sequence, token: int) -> None:
+        taken = sequence.picker.take(token)
+        if taken is not None:
+            sequence.output.put(taken)
+            sequence.pending = [taken]
         if sequence.picker.finished:
             self._finish(sequence)
 

@@ -274,7 +274,7 @@ def test_python_fence_becomes_an_interpreter_call_and_ends_the_reply() -> None:
     assert normalized(events) == [
         ("text", "Let me compute it."),
         ("ToolCallStart", INTERPRETER),
-        ("call", INTERPRETER, {"code": "x = 6 * 7\nprint(x)"}, "```python\nx = 6 * 7\nprint(x)\n```", None),
+        ("call", INTERPRETER, {"code": "x = 6 * 7\nprint(x)"}, "\n```python\nx = 6 * 7\nprint(x)\n```", None),
     ]
     assert calls_of(events)[0].code == "x = 6 * 7\nprint(x)"
 
@@ -307,6 +307,25 @@ def test_generation_stops_where_the_python_fence_closes() -> None:
     assert call.code == "print(6 * 7)" and done.finish_reason == "tool_calls"
     assert done.raw == written  # one token a byte: not one token more was asked of the engine
     assert done.usage.completion_tokens == len(engine.tokenizer.encode(written, add_special_tokens=False))
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["Sure.\n\n```python\nprint(6 * 7)\n```", "Sure.\n```python\nprint(6 * 7)\n```", "\n```python\nprint(6 * 7)\n```"],
+    ids=["blank line", "newline", "no prose"],
+)
+def test_the_next_round_starts_with_the_reply_as_written(written) -> None:
+    """So the prompt cache reuses the whole reply: when the whitespace before the fence was dropped, the
+    next round prefilled the code again from there (about 140 tokens a Code Interpreter round)."""
+    from glm_client.agent import run_turn
+    from tests.test_reasoning import PLAIN_TEMPLATE, local_client
+
+    client, engine = local_client(PLAIN_TEMPLATE, written)
+    executor = lambda call: Message.observation("42", name=INTERPRETER, tool_call_id=call.id)  # noqa: E731
+    list(run_turn(client, [Message.user("6 times 7?")], executor, [INTERPRETER_TOOL], max_rounds=1))
+    first, second = engine.prompts[:2]
+    reply = engine.tokenizer.encode(written, add_special_tokens=False)
+    assert second[: len(first) + len(reply)] == first + reply
 
 
 def test_interpreter_call_is_announced_when_the_fence_opens() -> None:

@@ -133,9 +133,7 @@ class ChatTemplateDialect:
             if message.role == "observation":
                 conversation.append({"role": "user", "content": _observation_text(message)})
             elif message.role == "assistant":
-                parts = [message.content] if message.content else []
-                parts += [_call_text(call) for call in message.tool_calls]
-                conversation.append({"role": "assistant", "content": "\n".join(parts)})
+                conversation.append({"role": "assistant", "content": _reply_text(message)})
             else:
                 conversation.append({"role": message.role, "content": message.content})
         return conversation
@@ -154,6 +152,15 @@ def _with_reasoning(conversation: list[dict[str, Any]], messages: list[Message])
         if reply.reasoning:
             turn["reasoning_content"] = reply.reasoning
     return conversation
+
+
+def _reply_text(message: Message) -> str:
+    """The reply's prose and calls; a call whose raw text keeps the model's own whitespace goes on without a newline."""
+    text = message.content or ""
+    for call in message.tool_calls:
+        call_text = _call_text(call)
+        text += call_text if not text or call_text[:1].isspace() else "\n" + call_text
+    return text
 
 
 def _call_text(call: ToolCall) -> str:

@@ -158,7 +158,11 @@ class JsonCallParser:
         if opening == TOOL_CALL_OPEN:
             self._mode = "call"
         else:
-            self._mode, self._fence = "code", opening
+            # The reply ends with the code, so the whitespace the model wrote before its fence
+            # belongs to the call: the history then replays the reply as written, and the next
+            # round's prompt matches the cached tokens up to the code's end.
+            self._mode, self._fence = "code", self._held_space + opening
+            self._held_space = ""
             events.append(ToolCallStart(INTERPRETER))
             self._announced = True
         return True

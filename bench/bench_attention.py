@@ -4,10 +4,11 @@
 
 A decode step of several sequences attends for each over its own KV cache (fast_llama.py).
 The torch path runs two bmm's and a softmax per sequence and layer over float32 caches; the
-kernel (native_attention.py) runs them all in one call a layer over bf16 caches. This prints,
-for 1 and 8 sequences at several context lengths, the median time of one step (--runs steps)
-with each, their ratio, and a cache's bytes a token; then how far the two paths' logits are
-apart on the same steps.
+kernel (native_attention.py) runs them all in one call a layer over bf16 caches, and the rest
+of each layer runs as two TorchScript functions (decode_layers.py) or op by op. This prints,
+for 1 and 8 sequences at several context lengths, the median time of one step (--runs steps,
+the paths taking turns) on each path, the ratios, and a cache's bytes a token; then how far
+the torch path's and the kernel's logits are apart on the same steps.
 """
 
 from __future__ import annotations
@@ -64,28 +65,40 @@ def main() -> None:
     assert isinstance(base, LocalClient) and isinstance(base.engine, TransformersEngine), (
         "needs the transformers engine"
     )
-    paths = {"torch ops": FastLlama(base.engine.model, native=False), "kernel": FastLlama(base.engine.model)}
+    op_by_op = FastLlama(base.engine.model)
+    op_by_op.scripted = None
+    paths = {"torch ops": FastLlama(base.engine.model, native=False), "kernel": op_by_op}
+    paths["kernel + scripted"] = FastLlama(base.engine.model)
     if paths["kernel"].decode_attention is None:
         sys.exit(f"The kernel is not available here: {native_attention.unavailable_reason()}")
+    if paths["kernel + scripted"].scripted is None:
+        sys.exit("TorchScript could not compile decode_layers.py here")
     print(f"# Decode steps on the embedded model, int4 weights, CPU, {torch.get_num_threads()} threads\n")
-    print("| sequences × context | torch ops (float32 cache) | kernel (bf16 cache) | torch / kernel |")
-    print("|---|---|---|---|")
+    print(
+        "| sequences × context | torch ops (float32 cache) | kernel (bf16 cache) | kernel + scripted layers "
+        "| torch / kernel | kernel / + scripted |"
+    )
+    print("|---|---|---|---|---|---|")
     drift = []
     for sequences in SEQUENCES:
         for context in CONTEXTS:
-            medians, last = {}, {}
-            for name, fast in paths.items():
-                caches = filled_caches(fast, sequences, context)
-                step(fast, caches)  # warm-up
-                times = [step(fast, caches)[0] for _ in range(args.runs)]
-                medians[name] = statistics.median(times) * 1000
-                last[name] = step(fast, caches)[1].float()
+            caches = {name: filled_caches(fast, sequences, context) for name, fast in paths.items()}
+            times: dict[str, list[float]] = {name: [] for name in paths}
+            for run in range(args.runs + 1):  # the paths take turns, so a busy moment of the machine hits all
+                for name, fast in paths.items():
+                    elapsed = step(fast, caches[name])[0]
+                    if run:  # the first is a warm-up
+                        times[name].append(elapsed)
+            medians = {name: statistics.median(elapsed) * 1000 for name, elapsed in times.items()}
+            last = {name: step(fast, caches[name])[1].float() for name, fast in paths.items()}
             drift.append((last["kernel"] - last["torch ops"]).abs().max().item())
             same = (last["kernel"].argmax(-1) == last["torch ops"].argmax(-1)).all().item()
             ratio = medians["torch ops"] / medians["kernel"]
+            scripted = medians["kernel"] / medians["kernel + scripted"]
             print(
                 f"| {sequences} × {context} | {medians['torch ops']:.1f} ms | {medians['kernel']:.1f} ms "
-                f"| **{ratio:.2f}x**{'' if same else ' (a top token differs)'} |"
+                f"| {medians['kernel + scripted']:.1f} ms "
+                f"| **{ratio:.2f}x**{'' if same else ' (a top token differs)'} | **{scripted:.2f}x** |"
             )
     kilobytes = {}
     for name, fast in paths.items():

@@ -97,6 +97,28 @@ def test_without_the_kernel_decode_steps_attend_with_torch_ops_and_choose_alike(
     assert_reference_choices(embedded_client, reference, fast)
 
 
+@pytest.mark.parametrize("bits", [16, 4])
+def test_scripted_decode_layers_compute_the_eager_ops_results_bit_for_bit(embedded_client, bits):
+    """A step whose rows all decode runs its layers as TorchScript functions (decode_layers.py)."""
+    if not has_compiler():
+        pytest.skip("the scripted layers run beside the decode attention kernel, which needs a C compiler")
+    fast = FastLlama(embedded_client.engine.model, weight_bits=bits, head_bits=8 if bits == 4 else 16)
+    assert fast.scripted is not None
+    caches = [fast.new_cache(400) for _ in range(3)]
+    for cache, length in zip(caches, (5, 40, 300), strict=True):
+        fast.forward([Row(cache, list(range(100, 100 + length)))])
+
+    def step() -> torch.Tensor:
+        logits = fast.forward([Row(cache, [7]) for cache in caches])
+        for cache in caches:
+            cache.truncate(cache.length - 1)
+        return logits
+
+    scripted = step()
+    fast.scripted = None
+    assert torch.equal(scripted, step())
+
+
 def test_int4_weights_keep_perplexity_within_two_percent(embedded_client):
     engine = embedded_client.engine
     ids = engine.tokenizer(QUALITY_TEXT)["input_ids"]

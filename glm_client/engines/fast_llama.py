@@ -8,8 +8,9 @@ query grows to 2 ms per layer at a 2k context (the reply slows down as the chat 
 This forward takes the loaded model's weights, packs the linear layers (int4/int8,
 glm_client/engines/packed.py), fuses q/k/v and gate/up into one matmul each, runs
 the attention of a step's decode rows in one call of a small C kernel (native_attention.py;
-where it cannot be built, as two small bmm's per row), and keeps one KV cache per
-sequence, so that:
+where it cannot be built, as two small bmm's per row), runs the rest of each layer of a step
+whose rows all decode as two TorchScript functions (decode_layers.py), and keeps one KV cache
+per sequence, so that:
 
 - a prompt can reuse the cache of an earlier prompt with the same prefix (a chat's
   next turn prefills only the new message), and
@@ -37,7 +38,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from glm_client.engines import native_attention
+from glm_client.engines import decode_layers, native_attention
+from glm_client.engines.decode_layers import DecodeLayers, rms_norm, rotate_half
 from glm_client.engines.decoding import Row
 from glm_client.engines.native_attention import DecodeStep
 from glm_client.engines.packed import PackedLinear, dense_dtype
@@ -166,6 +168,8 @@ class FastLlama:
         self.head_bits = self.head.bits
         kernel = native_attention.load() if native and self.dtype == torch.bfloat16 and self.head_dim % 8 == 0 else None
         self.decode_attention = kernel
+        # a step whose rows all decode runs each layer in two scripted calls beside the kernel
+        self.scripted = decode_layers.load() if kernel is not None else None
         # bf16 holds the model's bf16 keys/values exactly; float32 where the torch path reads them
         self.kv_dtype = torch.bfloat16 if kernel is not None else KV_DTYPE
 
@@ -207,9 +211,27 @@ class FastLlama:
         frequencies = positions[:, None].float() * self.inv_freq[None]
         angles = torch.cat((frequencies, frequencies), dim=-1)
         cos, sin = angles.cos().to(self.dtype)[:, None], angles.sin().to(self.dtype)[:, None]
+        decoding = self._decode_step(rows)
+        if decoding is not None and decoding.tokens is None and self.scripted is not None:
+            x = self._decode_layers(x, cos, sin, decoding, self.scripted)
+        else:
+            x = self._layers(x, cos, sin, rows, decoding)
+        for row in rows:
+            row.cache.length += len(row.ids)
+        ends = torch.tensor(_cumulative([len(row.ids) for row in rows])) - 1
+        return self.head(self._norm(x[ends], self.final_norm))
+
+    def _layers(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        rows: list[Row[KVCache]],
+        decoding: _Decoding | None,
+    ) -> torch.Tensor:
+        """Every layer, op by op: prompt chunks, mixed steps, and steps without the kernel or TorchScript."""
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
         split = _Split.of(rows)
-        decoding = self._decode_step(rows)
         group = self.heads // self.kv_heads
         # per row, which of its own tokens each query may not see (the same in every layer)
         later = [
@@ -220,7 +242,7 @@ class FastLlama:
             h = self._norm(x, layer.attention_norm)
             qkv = split.apply(layer.qkv, h)
             query_keys = qkv[:, : (heads + kv_heads) * dim].view(-1, heads + kv_heads, dim)
-            query_keys = query_keys * cos + _rotate_half(query_keys) * sin
+            query_keys = query_keys * cos + rotate_half(query_keys) * sin
             values = qkv[:, (heads + kv_heads) * dim :].view(-1, kv_heads, dim)
             attended = self._attention(
                 index, rows, later, decoding, query_keys[:, :heads], query_keys[:, heads:], values
@@ -229,14 +251,31 @@ class FastLlama:
             h = self._norm(x, layer.mlp_norm)
             gate_up = split.apply(layer.gate_up, h)
             x = x + split.apply(layer.down, F.silu(gate_up[:, : self.intermediate]) * gate_up[:, self.intermediate :])
-        for row in rows:
-            row.cache.length += len(row.ids)
-        ends = torch.tensor(_cumulative([len(row.ids) for row in rows])) - 1
-        return self.head(self._norm(x[ends], self.final_norm))
+        return x
+
+    def _decode_layers(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, decoding: _Decoding, scripted: DecodeLayers
+    ) -> torch.Tensor:
+        """Every layer of a step whose rows all decode: two scripted calls and the kernel's (decode_layers.py)."""
+        for index, layer in enumerate(self.layers):
+            queries, keys, values, attended = scripted.attention_inputs(
+                x, layer.attention_norm, layer.qkv.parts(), cos, sin, self.heads, self.kv_heads, self.eps, self.scale
+            )
+            decoding.kernel.into(decoding.step, index, queries, keys, values, attended)
+            x = scripted.layer_output(
+                x,
+                attended,
+                layer.output.parts(),
+                layer.mlp_norm,
+                layer.gate_up.parts(),
+                layer.down.parts(),
+                self.intermediate,
+                self.eps,
+            )
+        return x
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """RMSNorm as transformers computes it: in float32, rounded to the model's dtype, then scaled."""
-        return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+        return rms_norm(x, weight, self.eps)
 
     def _decode_step(self, rows: list[Row[KVCache]]) -> _Decoding | None:
         """The rows the kernel attends for: every decode step (one token), beside prompts or not.
@@ -372,11 +411,6 @@ def _fuse_bias(linears: tuple[Any, ...]) -> torch.Tensor | None:
     if linears[0].bias is None:
         return None
     return torch.cat([linear.bias.detach() for linear in linears])
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 def _cumulative(counts: list[int]) -> list[int]:

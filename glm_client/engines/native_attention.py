@@ -87,11 +87,27 @@ class DecodeAttention:
         queries: float32 [rows, kv_heads, group, dim], already scaled; keys, values: bf16
         [rows, kv_heads, dim]. Returns float32 [rows, kv_heads, group, dim].
         """
+        queries, keys, values = queries.contiguous(), keys.contiguous(), values.contiguous()
+        out = torch.empty_like(queries)
+        self.into(step, layer, queries, keys, values, out)
+        return out
+
+    def into(
+        self,
+        step: DecodeStep,
+        layer: int,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        out: torch.Tensor,
+    ) -> None:
+        """`__call__` into `out`, for callers whose tensors are contiguous already (decode_layers.py)."""
         rows, kv_heads, group, dim = queries.shape
         if rows != step.rows or queries.dtype != torch.float32 or dim % 8:
             raise ValueError("queries do not match the step (float32, one row per cache, dim a multiple of 8)")
-        queries, keys, values = queries.contiguous(), keys.contiguous(), values.contiguous()
-        out = torch.empty_like(queries)
+        tensors = (queries, keys, values, out)
+        if not all(tensor.is_contiguous() for tensor in tensors) or out.shape != queries.shape:
+            raise ValueError("the kernel takes contiguous tensors, and an output shaped like the queries")
         status = self._call(
             torch.get_num_threads(),
             rows,
@@ -110,7 +126,6 @@ class DecodeAttention:
         )
         if status:
             raise MemoryError("the decode attention kernel could not allocate its scratch memory")
-        return out
 
 
 def build(directory: Path) -> ctypes.CDLL:

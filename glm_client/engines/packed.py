@@ -57,13 +57,11 @@ class PackedLinear:
             self.weight, self.scales = quantize_int4(self.weight)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bits == 16:
-            y = F.linear(x, self.weight)
-        elif self.bits == 8:
-            y = torch.ops.aten._weight_int8pack_mm(x, self.weight, self.scales)
-        else:
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.weight, INT4_GROUP, self.scales)
-        return y if self.bias is None else y + self.bias
+        return packed_linear(x, self.parts())
+
+    def parts(self) -> LinearParts:
+        """The layer as `packed_linear` takes it, also inside TorchScript (decode_layers.py)."""
+        return self.weight, self.scales, self.bias, INT4_GROUP if self.bits == 4 else 0
 
     def dense(self, x: torch.Tensor) -> torch.Tensor:
         """y = x @ W.T on the unpacked weight: faster than the packed kernels from about 8 rows on."""
@@ -74,6 +72,23 @@ class PackedLinear:
         """Bytes beyond the model's own weights."""
         packed = 0 if self.scales is None else self.weight.nbytes + self.scales.nbytes
         return packed + (self.dense_weight.nbytes if self.dense_copied else 0)
+
+
+# weight, scales (None: the model's own weight), bias, and the weights a scale covers (0: a
+# whole row, int8; else int4's groups)
+LinearParts = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, int]
+
+
+def packed_linear(x: torch.Tensor, parts: LinearParts) -> torch.Tensor:
+    """y = x @ W.T (+ bias) on a layer's packed weight; TorchScript compiles it as it is (no globals)."""
+    weight, scales, bias, group = parts
+    if scales is None:
+        y = F.linear(x, weight)
+    elif group == 0:
+        y = torch.ops.aten._weight_int8pack_mm(x, weight, scales)
+    else:
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, weight, group, scales)
+    return y if bias is None else y + bias
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

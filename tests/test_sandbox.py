@@ -185,10 +185,10 @@ def test_a_file_stops_at_the_size_limit(tmp_path: Path) -> None:
 @needs_bwrap
 def test_a_fork_bomb_is_contained_while_the_app_and_other_sessions_answer(tmp_path: Path) -> None:
     bomb = (
-        "import os, time\nkernel = os.getpid()\nfailed = 0\n"
+        "import os, time\nkernel = os.getpid()\n"
         "for _ in range(11):  # 2048 processes if nothing stops them\n"
-        "    try:\n        os.fork()\n    except OSError:\n        failed += 1\n"
-        "time.sleep(4)\nif os.getpid() != kernel:\n    os._exit(0)\nprint(failed > 0)"
+        "    try:\n        os.fork()\n    except OSError:\n        open('/tmp/fork-failed', 'w').close()\n"
+        "time.sleep(4)\nif os.getpid() != kernel:\n    os._exit(0)\nprint(os.path.exists('/tmp/fork-failed'))"
     )
     with KernelSession(tmp_path / "a", sandbox=ON) as bombed, KernelSession(tmp_path / "b", sandbox=ON) as neighbour:
         neighbour.start()
@@ -204,7 +204,8 @@ def test_a_fork_bomb_is_contained_while_the_app_and_other_sessions_answer(tmp_pa
         assert peak <= Limits().max_processes + 1  # bwrap's init is counted outside the sandbox's uid
         assert (answer.status, answer.text) == ("ok", "42")
         assert neighbour_latency < 5
-        assert results[0].text == "True\n"  # the kernel saw its forks fail
+        # Any process of the bomb may meet the limit: the kernel often makes its 11 forks before its children make theirs.
+        assert results[0].text == "True\n"
         assert bombed.execute("print('alive')").text == "alive\n"
 
 

@@ -119,6 +119,29 @@ def test_scripted_decode_layers_compute_the_eager_ops_results_bit_for_bit(embedd
     assert torch.equal(scripted, step())
 
 
+def test_steps_give_the_same_logits_on_one_thread_as_on_two(embedded_client):
+    """The decode thread changes its thread count with the load (thread_tuner.py): no reply may change with it."""
+    fast = embedded_client.engine.fast
+    results: dict[int, list[torch.Tensor]] = {}
+
+    def run(threads: int) -> None:  # a thread's torch thread count is its own
+        torch.set_num_threads(threads)
+        caches = [fast.new_cache(200) for _ in range(3)]
+        logits = [fast.forward([Row(cache, list(range(100, 140 + 5 * i)))]) for i, cache in enumerate(caches)]
+        logits += [fast.forward([Row(cache, [token]) for cache in caches]) for token in (7, 8, 9)]
+        for cache in caches:
+            cache.release()
+        results[threads] = logits
+
+    cores = torch.get_num_threads()
+    for threads in (1, 2):
+        worker = threading.Thread(target=run, args=(threads,))
+        worker.start()
+        worker.join()
+    torch.set_num_threads(cores)  # what later threads start from
+    assert len(results[1]) == 6 and all(torch.equal(a, b) for a, b in zip(results[1], results[2], strict=True))
+
+
 def test_int4_weights_keep_perplexity_within_two_percent(embedded_client):
     engine = embedded_client.engine
     ids = engine.tokenizer(QUALITY_TEXT)["input_ids"]

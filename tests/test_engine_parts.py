@@ -17,6 +17,7 @@ from glm_client.engines.fast_llama import KVCache
 from glm_client.engines.packed import PackedLinear, dense_dtype
 from glm_client.engines.prompt_cache import MIN_SHARED_PREFIX, PromptCache, shared_prefix
 from glm_client.engines.sampling import next_token, next_tokens, top_p_nuclei
+from glm_client.engines.thread_tuner import ThreadTuner
 
 
 class FakeCache:
@@ -419,3 +420,72 @@ def test_a_failed_pick_reaches_its_caller_and_the_decoder_goes_on():
     with pytest.raises(RuntimeError, match="does not fit"):
         list(decoder.generate([1], COUNT, set(), constraint=Refusing()))
     assert list(decoder.generate([1, 2, 3], COUNT, set())) == [4, 5, 6, 7, 8]
+
+
+class TimedSteps:
+    """Drives a ThreadTuner through steps whose time depends on the thread count they ran on."""
+
+    def __init__(self, tuner_args: dict, seconds: dict[int, float]) -> None:
+        self.set_calls: list[int] = []
+        self.tuner = ThreadTuner(**tuner_args, set_threads=self.set_calls.append)
+        self.seconds = seconds
+        self.ran_on: list[int] = []
+
+    def run(self, shapes: list[tuple[int, int]]) -> None:
+        for shape in shapes:
+            self.tuner.start_step(shape)
+            threads = self.set_calls[-1]  # what the step's thread is set to
+            self.ran_on.append(threads)
+            self.tuner.end_step(self.seconds[threads])
+
+
+def test_the_thread_tuner_keeps_the_count_whose_steps_ran_faster():
+    contended = TimedSteps({"cores": 2, "probe_every": 50, "probe_steps": 3}, {2: 0.080, 1: 0.069})
+    contended.run([(8, 8)] * 100)
+    assert contended.tuner.threads == 1
+    assert contended.ran_on[:20] == [2] * 20  # the first probe comes after FIRST_PROBE steps...
+    assert contended.ran_on[20:28] == [2] * 4 + [1] * 4  # ...a block on each count, their first steps untimed
+    assert contended.ran_on[28:78] == [1] * 50  # then the faster count until the next probe, on 2 this time
+    assert contended.ran_on[78:86] == [1] * 4 + [2] * 4 and contended.ran_on[86:] == [1] * 14
+
+    free = TimedSteps({"cores": 2, "probe_every": 50, "probe_steps": 3}, {2: 0.040, 1: 0.070})
+    free.run([(8, 8)] * 100)
+    assert free.tuner.threads == 2 and free.ran_on.count(1) == 8  # two probes of 4 steps on 1 thread
+
+
+def test_the_thread_tuner_switches_on_a_clear_gain_only():
+    steps = TimedSteps({"cores": 2, "probe_every": 50, "probe_steps": 3}, {2: 0.080, 1: 0.078})
+    steps.run([(8, 8)] * 100)
+    assert steps.tuner.threads == 2  # 2.5% is noise under load
+
+
+def test_the_thread_tuner_compares_steps_of_one_shape_only():
+    steps = TimedSteps({"cores": 2, "probe_every": 50, "probe_steps": 3}, {2: 0.080, 1: 0.050})
+    steps.run([(8, 8 + index % 3) for index in range(100)])  # prompt chunks come and go
+    assert steps.tuner.threads == 2 and 1 not in steps.ran_on
+
+
+def test_the_thread_tuner_tries_half_and_twice_its_count_in_turns():
+    steps = TimedSteps({"cores": 16, "probe_every": 30, "probe_steps": 2}, {16: 0.05, 8: 0.04, 4: 0.06})
+    steps.run([(8, 8)] * 100)
+    assert steps.tuner.threads == 8 and set(steps.ran_on) == {16, 8, 4}  # 16 vs 8, then 8 vs 16, then 8 vs 4
+
+
+def test_the_decode_thread_runs_its_forwards_on_the_tuners_count():
+    class ThreadCounting(CountingModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads: list[int] = []
+
+        def forward(self, rows) -> torch.Tensor:
+            self.threads.append(torch.get_num_threads())
+            return super().forward(rows)
+
+    cores = torch.get_num_threads()
+    for tuner, threads in ((ThreadTuner(1), 1), (ThreadTuner(2, probe_every=0), 2)):
+        model = ThreadCounting()
+        decoder = SequenceDecoder(model, 4096, PromptCache(4, 1 << 20), tuner)
+        assert list(decoder.generate([1, 2, 3], COUNT, set())) == [4, 5, 6, 7, 8]
+        assert model.threads == [threads] * 5
+        decoder.close()
+    torch.set_num_threads(cores)  # what later threads start from

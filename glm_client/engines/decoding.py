@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ import torch
 from glm_client.config import GenerationParams
 from glm_client.engines.prompt_cache import Cache, PromptCache
 from glm_client.engines.sampling import TokenPicker, pick_tokens
+from glm_client.engines.thread_tuner import ThreadTuner
 
 if TYPE_CHECKING:
     from glm_client.constrained import TokenConstraint
@@ -98,10 +100,12 @@ class SequenceDecoder:
         model: StepModel[Any],  # the decoder only hands each model back the caches it made
         context_length: int,
         prompt_cache: PromptCache,
+        tuner: ThreadTuner | None = None,
     ) -> None:
         self.model = model
         self.context_length = context_length
         self.prompt_cache = prompt_cache
+        self.tuner = tuner  # for a model whose ops run on torch's threads
         self.batch_sizes: list[int] = []  # sequences per recent forward, for tests and the bench
         self._incoming: list[_Sequence] = []
         self._active: list[_Sequence] = []
@@ -206,6 +210,9 @@ class SequenceDecoder:
             assert sequence.cache is not None  # given in _admit
             sequence.fed = sequence.pending[:PREFILL_CHUNK]
             rows.append(Row(sequence.cache, sequence.fed))
+        if self.tuner:
+            self.tuner.start_step((len(rows), sum(len(row.ids) for row in rows)))
+        started = time.perf_counter()
         try:
             logits = self.model.forward(rows)
         except Exception as error:  # every sequence of the step learns of it; their caches are unknown now
@@ -215,6 +222,8 @@ class SequenceDecoder:
                 sequence.cache.release()  # type: ignore[union-attr]
             self._active = []
             return
+        if self.tuner:
+            self.tuner.end_step(time.perf_counter() - started)
         del self.batch_sizes[:-1000]
         self.batch_sizes.append(len(rows))
         # float32 rows of our own, for sampling and constraints to change in place: one exact

@@ -28,6 +28,7 @@ from glm_client.engines.decoding import SequenceDecoder
 from glm_client.engines.fast_llama import DENSE_MIN_TOKENS, FastLlama, unsupported_reason
 from glm_client.engines.prompt_cache import PromptCache
 from glm_client.engines.sampling import TokenPicker
+from glm_client.engines.thread_tuner import ThreadTuner
 
 if TYPE_CHECKING:
     from glm_client.constrained import TokenConstraint
@@ -100,7 +101,7 @@ class TransformersEngine:
         self.decoder: SequenceDecoder | None = None
         if fast is not None:
             self.prompt_cache = prompt_cache if prompt_cache is not None else default_prompt_cache()
-            self.decoder = SequenceDecoder(fast, info.context_length, self.prompt_cache)
+            self.decoder = SequenceDecoder(fast, info.context_length, self.prompt_cache, ThreadTuner())
 
     @property
     def vocab_size(self) -> int:

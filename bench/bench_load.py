@@ -21,8 +21,9 @@ the app's (with its kernels and tools) and the users' side's: the browsers run o
 cores here, which a real deployment leaves to the users' own machines, so the users' side runs in
 the idle scheduling class (SCHED_IDLE). That does not leave them only the CPU the app leaves: Linux
 first shares the cores between sessions (autogroups), and Chromium starts its own, so with both
-busy the browsers take about 0.7 of the 2 cores (given the least weight instead, 0.2: too little
-to draw 8 pages, whose inputs then waited over a minute). Last, it opens the store and
+busy the browsers take about 0.6 of the 2 cores (given the least weight instead, 0.2: too little
+to draw 8 pages, whose inputs then waited over a minute). So that this is mostly the pages' own
+work, they draw no animations (STILL_PAGES_JS). Last, it opens the store and
 checks every turn: the user's exact message in the conversation of that user's `?c=`, then
 a complete reply (non-empty, not interrupted, no error), and no message where none was sent.
 The last line is `failed turns: F, lost messages: L, mixed messages: X`.
@@ -73,9 +74,6 @@ QUESTIONS = (
     "Say hello in Spanish.",
 )
 SAMPLE_EVERY_S = 2.0
-# How often a page is asked whether its turn has begun, and then whether it is done: each poll
-# lays out the reply (innerText), and 8 pages polled 20 times a second took CPU from the app they
-# measure. The first token is timed finely; a finished reply (tens of seconds) to half a second.
 # The users' pages end their CSS animations at once (the usual reduced-motion rule) and hide
 # Streamlit's "Running..." indicator, which animates outside CSS. Both run as long as a turn does:
 # 4 headless pages with a running status box took 0.36 of a core drawing them, against 0.13 without
@@ -87,6 +85,9 @@ STILL_PAGES_JS = """document.addEventListener("DOMContentLoaded", () => {
     + " [data-testid=stStatusWidget] { display: none !important; }";
   document.head.appendChild(style);
 });"""
+# How often a page is asked whether its turn has begun, and then whether it is done: each poll
+# lays out the reply (innerText), and 8 pages polled 20 times a second took CPU from the app they
+# measure. The first token is timed finely; a finished reply (tens of seconds) to half a second.
 POLL_FIRST_MS = 50
 POLL_DONE_MS = 500
 PRINT_EVERY_S = 30.0

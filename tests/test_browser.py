@@ -479,6 +479,8 @@ def test_files_survive_a_reload_and_a_new_conversation_gets_a_clean_kernel(page,
     page.goto(f"{app.url}/code_interpreter")
     page.locator("[data-testid='stChatInput'] input[type='file']").set_input_files(str(upload))
     page.get_by_test_id("stChatInput").get_by_text("sales.csv").wait_for()
+    # Enter while the file uploads sends nothing, not even once it is up; Send is enabled when it is.
+    wait_until(page.get_by_test_id("stChatInputSubmitButton").is_enabled)
     send(page, "Read my file")
     page.get_by_text("Read the sales.").first.wait_for()
     wait_until(lambda: "?c=" in page.url and stop_button(page).count() == 0)

@@ -6,9 +6,9 @@ the app in bench_load.py), each op waits for whichever of its threads the schedu
 paused, and 2 threads lose that lead and more: with 0.75 of a core busy elsewhere, 8
 replies of 300 tokens took 27.1 s on 2 threads and 22.9 s on 1 (bench/bench_threads.py).
 No setting fits both, so the decode thread measures: every PROBE_EVERY steps it runs a
-few steps on a neighbouring count (half or twice the current one), taking turns with
-the current count on steps of one shape, and keeps whichever was faster. The counts
-give the same logits bit for bit (test_engine_fast.py), so a switch changes no reply.
+block of steps on its count, then a block on a neighbouring count (half or twice it),
+all of one shape, and keeps whichever was faster. The counts give the same logits bit
+for bit (test_engine_fast.py), so a switch changes no reply.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ from glm_client.engines.quality import (  # noqa: E402
 from glm_client.engines.transformers import TransformersEngine  # noqa: E402
 
 PROMPT = [Message.user("Write a long story about a dragon who learns to paint.")]
-GREEDY = {"temperature": 0.0, "repetition_penalty": 1.0}
+GREEDY = {"temperature": 0.0, "repetition_penalty": 1.0, "loop_stop_tokens": 0}  # every reply its full length
 QUALITY_PROMPTS = [
     "What is the capital of France?",
     "Write a short poem about the sea.",

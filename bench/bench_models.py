@@ -53,7 +53,7 @@ def reset_peak() -> None:
 
 
 def reply(client: Client, tokens: int) -> None:
-    client.chat(PROMPT, temperature=0.0, max_new_tokens=tokens, repetition_penalty=1.0)
+    client.chat(PROMPT, temperature=0.0, max_new_tokens=tokens, repetition_penalty=1.0, loop_stop_tokens=0)
 
 
 def main() -> None:

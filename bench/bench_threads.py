@@ -45,7 +45,7 @@ def run_replies(client: LocalClient, replies: int, tokens: int) -> float:
 
     def reply(index: int) -> None:
         conversation = [Message.user(f"Write a long story number {index} about a cat and a dog.")]
-        for _ in client.stream(conversation, max_new_tokens=tokens, temperature=0.0):
+        for _ in client.stream(conversation, max_new_tokens=tokens, temperature=0.0, loop_stop_tokens=0):
             pass
 
     threads = [threading.Thread(target=reply, args=(index,)) for index in range(replies)]

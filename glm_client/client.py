@@ -33,6 +33,7 @@ from glm_client.events import (
     ToolCallStart,
     Usage,
 )
+from glm_client.loop_guard import LoopGuard
 from glm_client.messages import Message, ToolCall
 
 # A reply needs room: below this many free tokens we refuse rather than write a stub.
@@ -177,6 +178,9 @@ class LocalClient(StreamingClient):
         parser = self._parser(tools, prompt, forced=constraint is not None)
         decoder = IncrementalDecoder(self._decode)
         stops = StopStrings(settings.stop)
+        # A forced call is promised schema-valid, and one cut short would not parse: let its grammar end it.
+        loop_guard = LoopGuard(0 if constraint else settings.loop_stop_tokens)
+        looped = False
         generated = 0
         first_token_at: float | None = None
         made_call = False
@@ -200,10 +204,15 @@ class LocalClient(StreamingClient):
                         yield ToolCallProgress(call_tokens)
                 if stops.stopped or parser.ended:  # the rest would be dropped: spare its tokens
                     break
+                if loop_guard.feed(token):
+                    looped = True
+                    break
             raw.append(stops.feed(decoder.flush()) + stops.flush())
             tail = parser.feed(raw[-1]) + parser.finish()
             made_call = made_call or any(isinstance(event, ToolCall) for event in tail)
             yield from tail
+            if looped:
+                yield Notice(loop_notice(settings.loop_stop_tokens))
         except Exception as error:  # a failing model must not take the page with it
             yield Done(
                 "error",
@@ -349,6 +358,13 @@ class LocalClient(StreamingClient):
 
         gc.collect()  # the weights sit in reference cycles (modules, hooks) that only the collector frees
         release_free_memory()
+
+
+def loop_notice(loop_stop_tokens: int) -> str:
+    return (
+        f"Stopped the reply: the model wrote the same few tokens over and over for {loop_stop_tokens} tokens "
+        "(loop_stop_tokens; 0 lets it run on)."
+    )
 
 
 def _turn_starts(messages: list[Message]) -> list[int]:

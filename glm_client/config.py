@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from glm_client.loop_guard import MAX_PERIOD
+
 if TYPE_CHECKING:
     from glm_client.models import ModelSpec
 
@@ -60,12 +62,15 @@ class GenerationParams:
     tools (or that one), by constrained decoding (glm_client/constrained.py).
     """
 
-    # The ChatGLM3 demo's defaults, with a repetition penalty that keeps small models from looping;
+    # The ChatGLM3 demo's defaults, with a repetition penalty that makes small models loop less;
     # the sidebar's sliders start here too (ui/sidebar.py).
     temperature: float = 0.8
     top_p: float = 0.8
     max_new_tokens: int = 512
     repetition_penalty: float = 1.1
+    # A reply stops once its last this-many tokens repeat one block of at most MAX_PERIOD tokens
+    # (glm_client/loop_guard.py); 0 lets a loop run on to max_new_tokens. Local models only.
+    loop_stop_tokens: int = 64
     stop: tuple[str, ...] = ()
     seed: int | None = None
     force_tool: str | None = None
@@ -81,6 +86,10 @@ class GenerationParams:
             raise ConfigError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}.")
         if not 0.5 <= self.repetition_penalty <= 2.0:
             raise ConfigError(f"repetition_penalty must be between 0.5 and 2, got {self.repetition_penalty}.")
+        if self.loop_stop_tokens != 0 and self.loop_stop_tokens < 2 * MAX_PERIOD:
+            raise ConfigError(
+                f"loop_stop_tokens must be 0 (off) or at least {2 * MAX_PERIOD}, got {self.loop_stop_tokens}."
+            )
         if self.force_tool is not None and not (isinstance(self.force_tool, str) and self.force_tool.strip()):
             raise ConfigError(f'force_tool must be "any" or the name of a tool, got {self.force_tool!r}.')
 

@@ -23,7 +23,12 @@ from glm_client.messages import Message
 # Which request fields become which `client.stream` parameters; max_completion_tokens
 # is the newer name of max_tokens, and repetition_penalty is the vLLM extension.
 _NUMBER_PARAMS = {"temperature": "temperature", "top_p": "top_p", "repetition_penalty": "repetition_penalty"}
-_INTEGER_PARAMS = {"max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens", "seed": "seed"}
+_INTEGER_PARAMS = {
+    "max_tokens": "max_new_tokens",
+    "max_completion_tokens": "max_new_tokens",
+    "seed": "seed",
+    "loop_stop_tokens": "loop_stop_tokens",  # this server's own, as repetition_penalty is vLLM's
+}
 
 
 # A 15 MB body took 23.5 s and 1.4 -> 4.4 GB RSS. 8 MiB holds MAX_TOTAL_CHARS even as
@@ -357,7 +362,7 @@ def _generation_params(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _param_named_in(message: str) -> str | None:
-    for name in (*_NUMBER_PARAMS, "seed"):
+    for name in (*_NUMBER_PARAMS, "seed", "loop_stop_tokens"):
         if message.startswith(name):
             return name
     return "max_tokens" if message.startswith("max_new_tokens") else None

@@ -41,10 +41,11 @@ def test_sidebar_parameters_reach_the_model(page):
     client.queue("ok")
     app.sidebar.slider(key="chat_temperature").set_value(0.0)
     app.sidebar.slider(key="chat_max_new_tokens").set_value(64)
+    app.sidebar.slider(key="chat_loop_stop_tokens").set_value(0)
     app.sidebar.text_area(key="chat_system_prompt").set_value("Answer like a pirate.")
     app.chat_input(key="chat_input").set_value("hello").run()
     messages, _, params = client.requests[0]
-    assert params["temperature"] == 0.0 and params["max_new_tokens"] == 64
+    assert params["temperature"] == 0.0 and params["max_new_tokens"] == 64 and params["loop_stop_tokens"] == 0
     assert params["top_p"] == 0.8 and params["repetition_penalty"] == 1.1
     assert messages[0].content == "Answer like a pirate."
 

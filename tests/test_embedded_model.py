@@ -60,6 +60,17 @@ def test_max_new_tokens_is_respected(embedded_client):
     assert done.finish_reason == "length"
 
 
+def test_a_reply_that_loops_stops_with_a_notice_unless_the_guard_is_off(embedded_client):
+    messages = [Message.user("Write the word 'hello' 100 times.")]  # the 135M model loops on it greedily
+    looped, done, events = run(embedded_client, messages, temperature=0.0, max_new_tokens=160)
+    assert done.finish_reason == "stop" and done.usage.completion_tokens < 100
+    assert [type(event) for event in events[-2:]] == [Notice, Done] and "loop_stop_tokens" in events[-2].message
+    full, done, events = run(embedded_client, messages, temperature=0.0, max_new_tokens=160, loop_stop_tokens=0)
+    assert done.finish_reason == "length" and done.usage.completion_tokens == 160
+    assert full.startswith(looped) and len(full) > 2 * len(looped)
+    assert not any(isinstance(event, Notice) for event in events)
+
+
 def test_stop_strings_end_the_reply(embedded_client):
     messages = [Message.user("Count from one to ten in words.")]
     full, _, _ = run(embedded_client, messages, temperature=0.0, max_new_tokens=40)

@@ -97,6 +97,7 @@ def test_generation_parameters_are_mapped_to_the_request(server):
         repetition_penalty=1.2,
         stop=["END"],
         seed=3,
+        loop_stop_tokens=0,  # the local client's guard: never sent
     )
     assert scripted.requests[0][2] == {
         "temperature": 0.3,

@@ -105,7 +105,7 @@ def test_sampling_parameters_reach_the_model(server, api):
         max_tokens=7,
         stop="END",
         seed=42,
-        extra_body={"repetition_penalty": 1.05},
+        extra_body={"repetition_penalty": 1.05, "loop_stop_tokens": 0},
     )
     api.chat.completions.create(model="m", messages=USER, max_completion_tokens=5, stop=["x", "y"])
     (messages, tools, first), (_, _, second) = client.requests
@@ -113,6 +113,7 @@ def test_sampling_parameters_reach_the_model(server, api):
         "temperature": 0.2,
         "top_p": 0.9,
         "repetition_penalty": 1.05,
+        "loop_stop_tokens": 0,
         "max_new_tokens": 7,
         "seed": 42,
         "stop": ["END"],
@@ -244,6 +245,7 @@ def test_tool_results_in_the_history_reach_the_model(server, api):
         ({"messages": USER, "n": 2}, "n", "n=1"),
         ({"messages": USER, "temperature": 5}, "temperature", "between 0 and 2"),
         ({"messages": USER, "max_tokens": "many"}, "max_tokens", "integer"),
+        ({"messages": USER, "loop_stop_tokens": 8}, "loop_stop_tokens", "0 (off) or at least 32"),
         ({"messages": USER, "tool_choice": "required"}, "tool_choice", "needs at least one tool"),
         (
             {"messages": USER, "tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": {"name": "x"}}},

@@ -16,6 +16,7 @@ SAMPLING_DEFAULTS: dict[str, Any] = {
     "top_p": _PARAMS.top_p,
     "max_new_tokens": _PARAMS.max_new_tokens,
     "repetition_penalty": _PARAMS.repetition_penalty,
+    "loop_stop_tokens": _PARAMS.loop_stop_tokens,
 }
 # The "Thinking" toggle starts on: a thinking model thinks unless told not to (its templates' default).
 THINKING_DEFAULTS: dict[str, Any] = {"enable_thinking": True}
@@ -38,11 +39,20 @@ def sampling_controls(mode: str, thinking_switch: bool = False) -> dict[str, Any
         top_p = st.slider("Top p", 0.05, 1.0, step=0.05, key=f"{mode}_top_p")
         max_new_tokens = st.slider("Max new tokens", 16, 4096, step=16, key=f"{mode}_max_new_tokens")
         repetition_penalty = st.slider("Repetition penalty", 1.0, 1.5, step=0.01, key=f"{mode}_repetition_penalty")
+        loop_stop_tokens = st.slider(
+            "Stop loops after (tokens, 0 = never)",
+            0,
+            512,
+            step=32,
+            key=f"{mode}_loop_stop_tokens",
+            help="Stop a reply once it repeats one short block (a line, a phrase) for this many tokens; local models",
+        )
     return {
         "temperature": temperature,
         "top_p": top_p,
         "max_new_tokens": max_new_tokens,
         "repetition_penalty": repetition_penalty,
+        "loop_stop_tokens": loop_stop_tokens,
         **thinking,
     }
 

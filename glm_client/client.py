@@ -362,8 +362,8 @@ class LocalClient(StreamingClient):
 
 def loop_notice(loop_stop_tokens: int) -> str:
     return (
-        f"Stopped the reply: the model wrote the same few tokens over and over for {loop_stop_tokens} tokens "
-        "(loop_stop_tokens; 0 lets it run on)."
+        "Stopped the reply: the model was writing the same text over and over "
+        f"(loop_stop_tokens={loop_stop_tokens}; 0 lets it run on)."
     )
 
 

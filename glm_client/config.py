@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from glm_client.loop_guard import MAX_PERIOD
+from glm_client.loop_guard import MIN_LOOP_TOKENS
 
 if TYPE_CHECKING:
     from glm_client.models import ModelSpec
@@ -68,8 +68,9 @@ class GenerationParams:
     top_p: float = 0.8
     max_new_tokens: int = 512
     repetition_penalty: float = 1.1
-    # A reply stops once its last this-many tokens repeat one block of at most MAX_PERIOD tokens
-    # (glm_client/loop_guard.py); 0 lets a loop run on to max_new_tokens. Local models only.
+    # A reply stops once it has written one block of tokens (a line, a phrase) 3 times or more in a
+    # row, over at least this many tokens (glm_client/loop_guard.py); 0 lets a loop run on to
+    # max_new_tokens. Local models only.
     loop_stop_tokens: int = 64
     stop: tuple[str, ...] = ()
     seed: int | None = None
@@ -86,9 +87,9 @@ class GenerationParams:
             raise ConfigError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}.")
         if not 0.5 <= self.repetition_penalty <= 2.0:
             raise ConfigError(f"repetition_penalty must be between 0.5 and 2, got {self.repetition_penalty}.")
-        if self.loop_stop_tokens != 0 and self.loop_stop_tokens < 2 * MAX_PERIOD:
+        if self.loop_stop_tokens != 0 and self.loop_stop_tokens < MIN_LOOP_TOKENS:
             raise ConfigError(
-                f"loop_stop_tokens must be 0 (off) or at least {2 * MAX_PERIOD}, got {self.loop_stop_tokens}."
+                f"loop_stop_tokens must be 0 (off) or at least {MIN_LOOP_TOKENS}, got {self.loop_stop_tokens}."
             )
         if self.force_tool is not None and not (isinstance(self.force_tool, str) and self.force_tool.strip()):
             raise ConfigError(f'force_tool must be "any" or the name of a tool, got {self.force_tool!r}.')

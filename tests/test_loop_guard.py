@@ -22,14 +22,19 @@ def loop_end(ids: list[int], min_tokens: int = 64) -> int | None:
     return next((count for count, token in enumerate(ids, 1) if guard.feed(token)), None)
 
 
-@pytest.mark.parametrize("period", [1, 2, 7, MAX_PERIOD])
-def test_a_repeated_block_is_a_loop_once_it_covers_min_tokens(period: int) -> None:
+@pytest.mark.parametrize(("period", "loop_tokens"), [(1, 64), (2, 64), (7, 64), (21, 64), (30, 90), (MAX_PERIOD, 192)])
+def test_a_block_written_three_times_is_a_loop_once_it_covers_min_tokens(period: int, loop_tokens: int) -> None:
     block = list(range(period))
-    assert loop_end(PROSE + block * 100) == len(PROSE) + 64
+    assert loop_end(PROSE + block * 100) == len(PROSE) + loop_tokens
 
 
 def test_a_block_longer_than_max_period_is_no_loop() -> None:
     assert loop_end(PROSE + list(range(MAX_PERIOD + 1)) * 20) is None
+
+
+def test_a_line_written_twice_is_no_loop() -> None:
+    line = list(range(40))
+    assert loop_end(PROSE + line + line + PROSE + line + line + PROSE) is None
 
 
 def test_lines_that_differ_in_one_token_are_no_loop() -> None:
@@ -90,8 +95,7 @@ def test_a_looping_code_block_ends_where_it_stopped_with_a_notice(embedded_clien
     assert call.arguments["code"].count("import random") < 40
     notices = [event.message for event in events if isinstance(event, Notice)]
     assert notices == [
-        "Stopped the reply: the model wrote the same few tokens over and over for 64 tokens "
-        "(loop_stop_tokens; 0 lets it run on)."
+        "Stopped the reply: the model was writing the same text over and over (loop_stop_tokens=64; 0 lets it run on)."
     ]
     assert isinstance(events[-1], Done)
 

@@ -50,7 +50,7 @@ def test_zero_never_stops_a_loop() -> None:
     assert loop_end([7] * 1000, min_tokens=0) is None
 
 
-def test_loop_stop_tokens_below_two_blocks_is_refused_in_one_sentence() -> None:
+def test_loop_stop_tokens_below_32_is_refused_in_one_sentence() -> None:
     with pytest.raises(ConfigError, match=r"loop_stop_tokens must be 0 \(off\) or at least 32, got 16\."):
         GenerationParams(loop_stop_tokens=16)
 

@@ -1,14 +1,15 @@
-"""Decode steps of the packed CPU path with the C attention kernel and with torch ops, on the embedded model.
+"""Decode steps of the packed CPU path with its C kernels and with torch ops, on the embedded model.
 
     .venv/bin/python bench/bench_attention.py [--runs 15]
 
 A decode step of several sequences attends for each over its own KV cache (fast_llama.py).
 The torch path runs two bmm's and a softmax per sequence and layer over float32 caches; the
 kernel (native_attention.py) runs them all in one call a layer over bf16 caches, and the rest
-of each layer runs as two TorchScript functions (decode_layers.py) or op by op. This prints,
-for 1 and 8 sequences at several context lengths, the median time of one step (--runs steps,
-the paths taking turns) on each path, the ratios, and a cache's bytes a token; then how far
-the torch path's and the kernel's logits are apart on the same steps.
+of each layer runs as two TorchScript functions (decode_layers.py) or op by op; the int8 output
+head runs on torch's kernel or on int8_matmul.c. This prints, for 1 and 8 sequences at several
+context lengths, the median time of one step (--runs steps, the paths taking turns) on each path,
+the ratios, and a cache's bytes a token; then how far the torch path's and the kernels' logits
+are apart on the same steps.
 """
 
 from __future__ import annotations
@@ -65,20 +66,21 @@ def main() -> None:
     assert isinstance(base, LocalClient) and isinstance(base.engine, TransformersEngine), (
         "needs the transformers engine"
     )
-    op_by_op = FastLlama(base.engine.model)
-    op_by_op.scripted = None
+    op_by_op, scripted = FastLlama(base.engine.model), FastLlama(base.engine.model)
+    op_by_op.scripted = op_by_op.int8_head = scripted.int8_head = None
     paths = {"torch ops": FastLlama(base.engine.model, native=False), "kernel": op_by_op}
-    paths["kernel + scripted"] = FastLlama(base.engine.model)
-    if paths["kernel"].decode_attention is None:
-        sys.exit(f"The kernel is not available here: {native_attention.unavailable_reason()}")
+    paths["kernel + scripted"] = scripted
+    paths["+ int8 head"] = FastLlama(base.engine.model)
+    if paths["+ int8 head"].int8_head is None:
+        sys.exit(f"The kernels are not available here: {native_attention.unavailable_reason()}")
     if paths["kernel + scripted"].scripted is None:
         sys.exit("TorchScript could not compile decode_layers.py here")
     print(f"# Decode steps on the embedded model, int4 weights, CPU, {torch.get_num_threads()} threads\n")
     print(
         "| sequences × context | torch ops (float32 cache) | kernel (bf16 cache) | kernel + scripted layers "
-        "| torch / kernel | kernel / + scripted |"
+        "| + int8 head kernel | torch / kernel | kernel / + scripted | + scripted / + int8 head |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     drift = []
     for sequences in SEQUENCES:
         for context in CONTEXTS:
@@ -91,14 +93,15 @@ def main() -> None:
                         times[name].append(elapsed)
             medians = {name: statistics.median(elapsed) * 1000 for name, elapsed in times.items()}
             last = {name: step(fast, caches[name])[1].float() for name, fast in paths.items()}
-            drift.append((last["kernel"] - last["torch ops"]).abs().max().item())
-            same = (last["kernel"].argmax(-1) == last["torch ops"].argmax(-1)).all().item()
+            drift.append((last["+ int8 head"] - last["torch ops"]).abs().max().item())
+            same = (last["+ int8 head"].argmax(-1) == last["torch ops"].argmax(-1)).all().item()
             ratio = medians["torch ops"] / medians["kernel"]
-            scripted = medians["kernel"] / medians["kernel + scripted"]
+            by_script = medians["kernel"] / medians["kernel + scripted"]
+            by_head = medians["kernel + scripted"] / medians["+ int8 head"]
             print(
                 f"| {sequences} × {context} | {medians['torch ops']:.1f} ms | {medians['kernel']:.1f} ms "
-                f"| {medians['kernel + scripted']:.1f} ms "
-                f"| **{ratio:.2f}x**{'' if same else ' (a top token differs)'} | **{scripted:.2f}x** |"
+                f"| {medians['kernel + scripted']:.1f} ms | {medians['+ int8 head']:.1f} ms "
+                f"| **{ratio:.2f}x** | **{by_script:.2f}x** | **{by_head:.2f}x**{'' if same else ' (a top token differs)'} |"
             )
     kilobytes = {}
     for name, fast in paths.items():
@@ -108,7 +111,7 @@ def main() -> None:
     print(
         f"\nKV cache a token: torch ops {kilobytes['torch ops']:.0f} KB (float32), kernel {kilobytes['kernel']:.0f} KB (bf16)"
     )
-    print(f"Largest logit difference between the paths on these steps: {max(drift):.2f} (logits span about 30)")
+    print(f"Largest logit difference between the torch path and all kernels on these steps: {max(drift):.2f}")
 
 
 if __name__ == "__main__":

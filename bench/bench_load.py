@@ -56,7 +56,8 @@ import psutil  # noqa: E402
 from playwright.async_api import Page, async_playwright  # noqa: E402
 from playwright.async_api import TimeoutError as PlaywrightTimeout  # noqa: E402
 
-from glm_client import Message  # noqa: E402
+from glm_client import GenerationParams, Message  # noqa: E402
+from glm_client.client import loop_notice  # noqa: E402
 from store import open_store  # noqa: E402
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, App, wait_for  # noqa: E402
 
@@ -513,6 +514,14 @@ def check_store(state: RunState, data_dir: Path, database_url: str | None, warm:
     for turn in state.turns:
         if turn.store_problem:
             problems.append(f"u{turn.user}t{turn.number} {turn.mode}: {turn.store_problem}")
+    replies = [
+        message
+        for conversation_id, conversation in loaded.items()
+        if conversation is not None and conversation_id != warm
+        for message in conversation.messages
+        if message.role == "assistant"
+    ]
+    stopped_loop = loop_notice(GenerationParams().loop_stop_tokens)
     return {
         "lost": lost,
         "mixed": mixed,
@@ -523,6 +532,9 @@ def check_store(state: RunState, data_dir: Path, database_url: str | None, warm:
         "ci_plot": ci_plot,
         "tool_calls": tool_calls,
         "conversations": len(loaded),
+        "replies": len(replies),
+        "loops_stopped": sum(stopped_loop in message.meta.get("notices", []) for message in replies),
+        "ran_to_limit": sum(message.meta.get("finish_reason") == "length" for message in replies),
     }
 
 
@@ -579,6 +591,10 @@ def print_report(state: RunState, store: dict[str, Any] | None, log_path: Path |
         )
         print(f"Tool: {store['tool_calls']}/{tool} finished turns stored the forced {FORCED_TOOL} call.")
         print(f"Chat replies shown differently from what was stored: {store['shown_differs']}")
+        print(
+            f"Replies stored (every round of every turn): {store['replies']}; {store['loops_stopped']} stopped as "
+            f"loops, {store['ran_to_limit']} ran to max_new_tokens."
+        )
         for line in store["problems"][:20]:
             print(f"  store: {line}")
 

@@ -67,6 +67,16 @@ def test_the_embedded_model_runs_packed_int4_weights_with_an_int8_head(embedded_
     assert fast is not None and (fast.weight_bits, fast.head_bits) == (4, 8)
     if has_compiler():  # the decode attention kernel is built (on an x86-64 with AVX2) and reads bf16 caches
         assert fast.decode_attention is not None and fast.new_cache(8).keys.dtype == torch.bfloat16
+        assert fast.int8_head is not None
+
+
+def test_the_int8_head_kernel_gives_the_torch_heads_logits(embedded_client):
+    fast = embedded_client.engine.fast
+    if fast.int8_head is None:
+        pytest.skip("the int8 head kernel needs a C compiler")
+    hidden = torch.randn(5, fast.embedding.shape[1], dtype=torch.bfloat16)
+    torch_logits = fast.head(hidden).float()  # rounded to bf16: within 1/256 of the value
+    torch.testing.assert_close(fast._head(hidden), torch_logits, rtol=1 / 128, atol=1e-2)
 
 
 def assert_reference_choices(client: LocalClient, reference: LocalClient, fast: FastLlama) -> None:
@@ -91,9 +101,9 @@ def test_fast_path_makes_the_reference_greedy_choices_on_a_prompt_set(embedded_c
 
 
 def test_without_the_kernel_decode_steps_attend_with_torch_ops_and_choose_alike(embedded_client, reference):
-    """Where the kernel cannot be built (no compiler, not x86): float32 caches and per-row bmm's."""
+    """Where the kernels cannot be built (no compiler, not x86): float32 caches, per-row bmm's, torch's int8 head."""
     fast = FastLlama(embedded_client.engine.model, native=False)
-    assert fast.decode_attention is None and fast.new_cache(8).keys.dtype == torch.float32
+    assert fast.decode_attention is None and fast.int8_head is None and fast.new_cache(8).keys.dtype == torch.float32
     assert_reference_choices(embedded_client, reference, fast)
 
 

@@ -1,4 +1,5 @@
-"""The decode attention kernel (native_attention.py) against plain torch math, and the fallback without it.
+"""The native kernels (native_attention.py: the decode attention, the int8 head's matmul) against plain
+torch math, and the fallback without them.
 
 The model-level checks (greedy choices, perplexity, batching bit for bit) run on the kernel in
 tests/test_engine_fast.py, as the embedded model's fast path uses it.
@@ -90,6 +91,46 @@ def test_the_step_refuses_caches_the_kernel_cannot_read(kernel):
         kernel.step([(full, full, 16)])
 
 
+@pytest.fixture(scope="module")
+def int8_matmul() -> native_attention.Int8Matmul:
+    if not has_compiler():
+        pytest.skip("no C compiler (gcc) to build the kernel")
+    loaded = native_attention.load_int8_matmul()
+    assert loaded is not None, native_attention.unavailable_reason()
+    return loaded
+
+
+def int8_weight(out: int, inputs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    weight = torch.randint(-127, 128, (out, inputs), dtype=torch.int8)
+    return weight, torch.rand(out) / 100
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 11])  # 11: more rows than one pass of the kernel takes
+def test_the_int8_matmul_computes_x_times_the_scaled_weights(int8_matmul, rows):
+    weight, scales = int8_weight(1000, 576)
+    x = torch.randn(rows, 576, dtype=torch.bfloat16)
+    expected = x.double() @ (weight.double() * scales.double()[:, None]).T
+    got = int8_matmul(x, weight, scales)
+    assert got.dtype == torch.float32 and got.shape == (rows, 1000)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_an_int8_matmul_row_does_not_depend_on_the_other_rows(int8_matmul):
+    weight, scales = int8_weight(512, 64)
+    x = torch.randn(9, 64)
+    together = int8_matmul(x, weight, scales)
+    assert all(torch.equal(together[row], int8_matmul(x[row : row + 1], weight, scales)[0]) for row in range(9))
+
+
+def test_the_int8_matmul_refuses_what_it_cannot_read(int8_matmul):
+    weight, scales = int8_weight(16, 12)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        int8_matmul(torch.randn(2, 12), weight, scales)
+    weight, scales = int8_weight(16, 16)
+    with pytest.raises(ValueError, match="float32 scales"):
+        int8_matmul(torch.randn(2, 16), weight, scales.bfloat16())
+
+
 def test_without_a_compiler_the_build_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(NativeBuildError, match="no C compiler"):
@@ -100,7 +141,7 @@ def test_without_a_compiler_the_build_says_so(tmp_path, monkeypatch):
 def test_a_source_that_does_not_compile_is_reported_in_one_line(tmp_path, monkeypatch):
     broken = tmp_path / "decode_attention.c"
     broken.write_text("#include <no_such_header.h>\n")
-    monkeypatch.setattr(native_attention, "SOURCE", broken)
+    monkeypatch.setattr(native_attention, "SOURCES", (broken,))
     with pytest.raises(NativeBuildError, match=r"could not build it.*no_such_header") as caught:
         build(tmp_path)
     assert "\n" not in str(caught.value)

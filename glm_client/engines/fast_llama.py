@@ -8,7 +8,7 @@ query grows to 2 ms per layer at a 2k context (the reply slows down as the chat 
 This forward takes the loaded model's weights, packs the linear layers (int4/int8,
 glm_client/engines/packed.py), fuses q/k/v and gate/up into one matmul each, runs
 the attention of a step's decode rows in one call of a small C kernel (native_attention.py;
-where it cannot be built, as two small bmm's per row), runs the rest of each layer of a step
+where it cannot be built, as two small bmm's per row) and the int8 output head on another, runs the rest of each layer of a step
 whose rows all decode as two TorchScript functions (decode_layers.py), and keeps one KV cache
 per sequence, so that:
 
@@ -166,6 +166,10 @@ class FastLlama:
         self.embedding = model.model.embed_tokens.weight.detach()
         self.weight_bits = weight_bits
         self.head_bits = self.head.bits
+        # The int8 head for every row count where it builds, so a row's logits never depend on the step's other rows.
+        head_kernel = native and self.head.bits == 8 and config.hidden_size % 8 == 0
+        self.int8_head = native_attention.load_int8_matmul() if head_kernel else None
+        self.head_scales = self.head.scales.float() if self.head.scales is not None else None
         kernel = native_attention.load() if native and self.dtype == torch.bfloat16 and self.head_dim % 8 == 0 else None
         self.decode_attention = kernel
         # a step whose rows all decode runs each layer in two scripted calls beside the kernel
@@ -219,7 +223,14 @@ class FastLlama:
         for row in rows:
             row.cache.length += len(row.ids)
         ends = torch.tensor(_cumulative([len(row.ids) for row in rows])) - 1
-        return self.head(self._norm(x[ends], self.final_norm))
+        return self._head(self._norm(x[ends], self.final_norm))
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits of these hidden states: on the int8 kernel (float32) where it built, which reads
+        the head's weights once for all rows where torch's reads them once a row (8 rows: 7.1 -> 3.6 ms)."""
+        if self.int8_head is None or self.head_scales is None:
+            return self.head(x)
+        return self.int8_head(x, self.head.weight, self.head_scales)
 
     def _layers(
         self,

@@ -1,4 +1,5 @@
-"""The decode steps' attention as one C call a layer (decode_attention.c), where this machine can build it.
+"""The decode steps' C kernels, where this machine can build them: the attention as one call a layer
+(decode_attention.c), and the int8 output head's matmul for all rows at once (int8_matmul.c).
 
 Why: with 8 users on the 2-core CPU machine, the per-row attention of fast_llama's torch path
 took half of each decode step (bench/bench_attention.py): per sequence and layer
@@ -7,10 +8,10 @@ on 2 threads, over a float32 cache. The kernel runs every (sequence, kv head) pa
 one OpenMP loop over a bf16 cache: the keys and values are bf16 already (the model's dtype), so
 the cache holds the same numbers in half the memory.
 
-The source is compiled once a process (well under a second) with the system C compiler into a
+The sources are compiled once a process (well under a second) with the system C compiler into a
 temporary directory, and loaded with ctypes, which lets go of the GIL during the call. Without a
-compiler, on a CPU without AVX2 and FMA (the compile fails), or off x86, `load()` returns None,
-`unavailable_reason()` says why, and fast_llama keeps its torch path.
+compiler, on a CPU without AVX2 and FMA (the compile fails), or off x86, `load()` and
+`load_int8_matmul()` return None, `unavailable_reason()` says why, and fast_llama keeps its torch path.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("decode_attention.c")
+SOURCES = (Path(__file__).with_name("decode_attention.c"), Path(__file__).with_name("int8_matmul.c"))
 # -march=native: built where it runs, each process; -fopenmp links libgomp.so.1, which resolves to
 # the copy torch has loaded, so the kernel's threads are torch's.
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
@@ -128,17 +129,39 @@ class DecodeAttention:
             raise MemoryError("the decode attention kernel could not allocate its scratch memory")
 
 
+class Int8Matmul:
+    """`int8_matmul` of the built library: y = x @ W.T over int8 weights with one scale per output row."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        self._call = library.int8_matmul
+        self._call.restype = ctypes.c_int
+        self._call.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 4
+
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        """x: [rows, in] (any float dtype); weight: int8 [out, in]; scales: float32 [out]. Returns float32 [rows, out]."""
+        x = x.to(torch.float32).contiguous()
+        out, inputs = weight.shape
+        if weight.dtype != torch.int8 or scales.dtype != torch.float32 or x.shape[1] != inputs or inputs % 8:
+            raise ValueError("the int8 matmul takes int8 weights, float32 scales and inputs a multiple of 8 wide")
+        if not (weight.is_contiguous() and scales.is_contiguous()):
+            raise ValueError("the int8 matmul takes contiguous weights and scales")
+        y = torch.empty((x.shape[0], out), dtype=torch.float32)
+        threads = torch.get_num_threads()
+        self._call(threads, x.shape[0], out, inputs, x.data_ptr(), weight.data_ptr(), scales.data_ptr(), y.data_ptr())
+        return y
+
+
 def build(directory: Path) -> ctypes.CDLL:
-    """Compile decode_attention.c into `directory` and load it; NativeBuildError says why not."""
+    """Compile the SOURCES into one library in `directory` and load it; NativeBuildError says why not."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         raise NativeBuildError(f"the kernel is written for x86-64 (AVX2), not {platform.machine()}")
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise NativeBuildError("no C compiler (cc or gcc) is on PATH")
-    target = directory / "decode_attention.so"
+    target = directory / "native_kernels.so"
     try:
         done = subprocess.run(
-            [compiler, *FLAGS, str(SOURCE), "-o", str(target)],
+            [compiler, *FLAGS, *map(str, SOURCES), "-o", str(target)],
             capture_output=True,
             text=True,
             timeout=COMPILE_TIMEOUT_S,
@@ -155,22 +178,30 @@ def build(directory: Path) -> ctypes.CDLL:
 
 
 @functools.cache
-def _loaded() -> DecodeAttention | str:
+def _loaded() -> ctypes.CDLL | str:
     with tempfile.TemporaryDirectory(prefix="glm-workbench-native-") as directory:
         try:
-            return DecodeAttention(build(Path(directory)))  # loaded: the file may go
+            return build(Path(directory))  # loaded: the file may go
         except NativeBuildError as error:
-            log.info("Decode attention runs on torch ops: %s", error)
+            log.info("Decode attention and the int8 head run on torch ops: %s", error)
             return str(error)
 
 
+@functools.cache
 def load() -> DecodeAttention | None:
-    """The kernel, built on first use in this process; None where it cannot be built here."""
-    kernel = _loaded()
-    return kernel if isinstance(kernel, DecodeAttention) else None
+    """The attention kernel, built on first use in this process; None where it cannot be built here."""
+    library = _loaded()
+    return DecodeAttention(library) if isinstance(library, ctypes.CDLL) else None
+
+
+@functools.cache
+def load_int8_matmul() -> Int8Matmul | None:
+    """The int8 matmul kernel, built on first use in this process; None where it cannot be built here."""
+    library = _loaded()
+    return Int8Matmul(library) if isinstance(library, ctypes.CDLL) else None
 
 
 def unavailable_reason() -> str | None:
-    """Why `load()` returns None, in one sentence; None when the kernel is there."""
-    kernel = _loaded()
-    return kernel if isinstance(kernel, str) else None
+    """Why the kernels are not there, in one sentence; None when they are."""
+    library = _loaded()
+    return library if isinstance(library, str) else None

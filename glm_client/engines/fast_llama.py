@@ -8,9 +8,9 @@ query grows to 2 ms per layer at a 2k context (the reply slows down as the chat 
 This forward takes the loaded model's weights, packs the linear layers (int4/int8,
 glm_client/engines/packed.py), fuses q/k/v and gate/up into one matmul each, runs
 the attention of a step's decode rows in one call of a small C kernel (native_attention.py;
-where it cannot be built, as two small bmm's per row) and the int8 output head on another, runs the rest of each layer of a step
-whose rows all decode as two TorchScript functions (decode_layers.py), and keeps one KV cache
-per sequence, so that:
+where it cannot be built, as two small bmm's per row) and the int8 output head on another,
+runs the rest of each layer of a step whose rows all decode as two TorchScript functions
+(decode_layers.py), and keeps one KV cache per sequence, so that:
 
 - a prompt can reuse the cache of an earlier prompt with the same prefix (a chat's
   next turn prefills only the new message), and

@@ -22,14 +22,8 @@ from transformers import AutoTokenizer
 
 from glm_client import embedded
 from glm_client.config import GenerationParams, default_cache_dir
-from glm_client.loop_guard import LoopGuard
+from glm_client.loop_guard import loop_end
 from store import open_store
-
-
-def loop_end(ids: list[int], min_tokens: int) -> int | None:
-    """How many ids the guard takes before it reports a loop; None if it never does."""
-    guard = LoopGuard(min_tokens)
-    return next((count for count, token in enumerate(ids, 1) if guard.feed(token)), None)
 
 
 def stored_replies(data_dir: Path) -> list[str]:

@@ -8,6 +8,7 @@ batch, those tokens slow everyone's replies and hold the looping turn for minute
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 
 MAX_PERIOD = 64  # the longest block counted: a long line of code, or two short ones
 MIN_BLOCKS = 3  # written this many times in a row; twice can be meant (a line copied to change it)
@@ -42,3 +43,9 @@ class LoopGuard:
                 self._matches[period] = 0
         self._latest.append(token)
         return looping
+
+
+def loop_end(ids: Iterable[int], min_tokens: int) -> int | None:
+    """How many of `ids` a reply holds where the guard stops it; None if it never does (bench_loops.py)."""
+    guard = LoopGuard(min_tokens)
+    return next((count for count, token in enumerate(ids, 1) if guard.feed(token)), None)

@@ -10,44 +10,38 @@ from glm_client import Done, LocalClient, Message, Notice, TextDelta, ToolCall
 from glm_client.config import ConfigError, GenerationParams
 from glm_client.dialects.base import INTERPRETER_TOOL
 from glm_client.engines.base import EngineInfo
-from glm_client.loop_guard import MAX_PERIOD, LoopGuard
+from glm_client.loop_guard import MAX_PERIOD, loop_end
 from tools import get_tools
 
 PROSE = list(range(1000, 1010))  # ten ids that repeat nothing, before each loop
 
 
-def loop_end(ids: list[int], min_tokens: int = 64) -> int | None:
-    """How many ids the guard took before it reported a loop; None if it never did."""
-    guard = LoopGuard(min_tokens)
-    return next((count for count, token in enumerate(ids, 1) if guard.feed(token)), None)
-
-
 @pytest.mark.parametrize(("period", "loop_tokens"), [(1, 64), (2, 64), (7, 64), (21, 64), (30, 90), (MAX_PERIOD, 192)])
 def test_a_block_written_three_times_is_a_loop_once_it_covers_min_tokens(period: int, loop_tokens: int) -> None:
     block = list(range(period))
-    assert loop_end(PROSE + block * 100) == len(PROSE) + loop_tokens
+    assert loop_end(PROSE + block * 100, 64) == len(PROSE) + loop_tokens
 
 
 def test_a_block_longer_than_max_period_is_no_loop() -> None:
-    assert loop_end(PROSE + list(range(MAX_PERIOD + 1)) * 20) is None
+    assert loop_end(PROSE + list(range(MAX_PERIOD + 1)) * 20, 64) is None
 
 
 def test_a_line_written_twice_is_no_loop() -> None:
     line = list(range(40))
-    assert loop_end(PROSE + line + line + PROSE + line + line + PROSE) is None
+    assert loop_end(PROSE + line + line + PROSE + line + line + PROSE, 64) is None
 
 
 def test_lines_that_differ_in_one_token_are_no_loop() -> None:
     numbered_lines = [token for number in range(200) for token in (5, 6, 2000 + number, 7)]  # "x = [n]\n"
-    assert loop_end(numbered_lines) is None
+    assert loop_end(numbered_lines, 64) is None
 
 
 def test_a_break_in_the_repeat_starts_the_count_again() -> None:
-    assert loop_end([7] * 60 + [8] + [7] * 100) == 61 + 64
+    assert loop_end([7] * 60 + [8] + [7] * 100, 64) == 61 + 64
 
 
 def test_zero_never_stops_a_loop() -> None:
-    assert loop_end([7] * 1000, min_tokens=0) is None
+    assert loop_end([7] * 1000, 0) is None
 
 
 def test_loop_stop_tokens_below_32_is_refused_in_one_sentence() -> None:

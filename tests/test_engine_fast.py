@@ -9,6 +9,7 @@ import itertools
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from glm_client import Done, LocalClient, Message, TextDelta
 from glm_client.config import GenerationParams
 from glm_client.engines.decoding import PREFILL_CHUNK, Row
 from glm_client.engines.fast_llama import FastLlama
-from glm_client.engines.prompt_cache import PromptCache
+from glm_client.engines.prompt_cache import PromptCache, shared_prefix
 from glm_client.engines.quality import (
     PERPLEXITY_TOLERANCE,
     QUALITY_TEXT,
@@ -173,6 +174,47 @@ def test_prompt_cache_reuses_the_previous_turn(embedded_client):
     reply(uncached, conversation[:3])
     assert cached.engine.prompt_cache.reused_tokens > 100  # turns 2 and 3 started from turn 1's cache
     assert uncached.engine.prompt_cache.reused_tokens == 0
+
+
+def test_a_reply_the_next_prompt_spells_otherwise_is_not_prefilled_again(embedded_client):
+    """The model wrote " ec"+"olor" and "\\n\\n" as one id; the next prompt re-tokenizes them as " e"+"color", "\\n"+"\\n"."""
+    engine, dialect = embedded_client.engine, embedded_client.dialect
+    ask = Message.user("Plot the points in black.")
+    prompt = dialect.encode([ask])
+    written = engine.tokenizer.convert_tokens_to_ids(
+        ["plt", ".", "scatter", "(", "x", ",", "Ġec", "olor", "='", "black", "')", "ĊĊ", "Done"]
+    )
+    next_prompt = dialect.encode([ask, Message.assistant(engine.tokenizer.decode(written)), Message.user("Thanks!")])
+    assert next_prompt[: len(prompt) + 6] == prompt + written[:6] and next_prompt[len(prompt) + 6] != written[6]
+    engine.prompt_cache.clear()
+    once = GenerationParams(temperature=0.0, max_new_tokens=1)
+    list(engine.generate(prompt + written, once, set()))  # kept: the prompt and the reply as written
+    before = engine.prompt_cache.reused_tokens
+    list(engine.generate(next_prompt, once, set()))
+    assert engine.prompt_cache.reused_tokens - before == len(prompt) + len(written)
+
+
+def test_a_prompt_shares_the_start_of_a_sequence_still_decoding(embedded_client):
+    """Users who start at once with one long system prompt (Tool mode's schemas) prefill it once."""
+    engine, dialect = embedded_client.engine, embedded_client.dialect
+    system = Message.system("You are a careful assistant who answers in full sentences. " * 8)
+    story = dialect.encode([system, Message.user("Tell me a long story about a cat.")])
+    question = dialect.encode([system, Message.user("What is two plus two?")])
+    shared = shared_prefix(story, question)
+    assert shared > 64
+    params = GenerationParams(temperature=0.0, max_new_tokens=400, repetition_penalty=1.0)
+    engine.prompt_cache.clear()
+    alone = list(engine.generate(story, replace(params, max_new_tokens=30), set()))
+    engine.prompt_cache.clear()
+    running = engine.generate(story, params, set())  # no stop ids: it runs to 400 tokens
+    told = [next(running)]  # its prompt is in its cache now
+    before = engine.prompt_cache.reused_tokens
+    list(engine.generate(question, GenerationParams(temperature=0.0, max_new_tokens=4), set()))
+    assert engine.prompt_cache.reused_tokens - before == shared
+    assert len(engine.prompt_cache) == 1  # the question's: the story is still running
+    told += list(itertools.islice(running, 29))
+    running.close()
+    assert told == alone  # copying its start changed nothing for the sequence it came from
 
 
 # A token decoded (packed int4 weights) rather than prefilled (dense bf16) moves the

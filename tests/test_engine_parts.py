@@ -168,6 +168,63 @@ def test_prompt_cache_replays_the_last_ids_it_is_told_to():
     assert found is held and reused == 73 and held.length == 73
 
 
+def test_a_prompt_shares_the_start_of_a_sequence_still_decoding_by_copy():
+    """Users who start at once with one long system prompt prefill it once."""
+    cache = PromptCache(max_entries=4, max_bytes=100)
+    entry, running = FakeCache(40), FakeCache(90)
+    cache.put(list(range(40)), entry)
+    found, reused = cache.take([*range(80), -1], in_use=[(list(range(90)), running)])
+    assert found is not None and found is not running and (found.length, reused) == (80, 80)
+    assert running.length == 90 and not running.released and len(cache) == 1  # neither was taken
+    assert cache.reused_tokens == 80
+
+
+def test_a_kept_cache_sharing_as_much_as_a_running_one_is_taken_without_a_copy():
+    cache = PromptCache(max_entries=4, max_bytes=100)
+    entry = FakeCache(80)
+    cache.put(list(range(80)), entry)
+    assert cache.take([*range(80), -1], in_use=[(list(range(90)), FakeCache(90))]) == (entry, 80)
+
+
+def test_a_running_cache_that_cannot_be_copied_is_left_to_its_sequence():
+    cache = PromptCache(max_entries=4, max_bytes=100)
+    entry = FakeCache(40)
+    cache.put(list(range(40)), entry)
+    running = FakeCache(90, copyable=False)  # as llama.cpp's
+    assert cache.take([*range(80), -1], in_use=[(list(range(90)), running)]) == (entry, 40)
+    assert running.length == 90
+
+
+# Ids 0-9 spell "0"-"9"; 10 is "ab", 11 "a", 12 "b", 13 "abc", 14 "c"; 15 is special.
+PIECES: list[str | None] = [*"0123456789", "ab", "a", "b", "abc", "c", None]
+START = [1, 2, 3] * 12  # a shared start longer than MIN_SHARED_PREFIX
+
+
+def same_text(a: list[int], b: list[int]) -> bool:
+    return "".join(map(str, (PIECES[i] for i in a))) == "".join(map(str, (PIECES[i] for i in b)))
+
+
+def test_align_gives_a_prompt_the_kept_ids_where_both_spell_the_same_text():
+    """A reply the model wrote as "ab"+"c" comes back in the next prompt as "a"+"b"+"c"."""
+    cache = PromptCache(max_entries=4, max_bytes=100)
+    cache.put([*START, 10, 14, 5], FakeCache(39))
+    prompt = [*START, 11, 12, 14, 5, 7, 8]
+    assert cache.align(prompt, PIECES, same_text) == [*START, 10, 14, 5, 7, 8]
+    assert cache.align([*START, 11, 13, 6], PIECES, same_text) == [*START, 11, 13, 6]  # "aabc": another text
+    # the same text as far as "ab", then not: the kept ids are taken as far as the texts agree
+    assert cache.align([*START, 11, 12, 4], PIECES, same_text) == [*START, 10, 4]
+
+
+def test_align_never_crosses_a_special_id_and_defers_to_the_tokenizers_decoding():
+    cache = PromptCache(max_entries=4, max_bytes=100)
+    cache.put([*START, 15, 10], FakeCache(38))
+    assert cache.align([*START, 11, 12], PIECES, same_text) == [*START, 11, 12]
+    cache.put([*START, 10, 14], FakeCache(38))
+    prompt = [*START, 11, 12, 14]
+    assert cache.align(prompt, PIECES, lambda a, b: False) == prompt
+    assert cache.align(prompt, PIECES, same_text) == [*START, 10, 14]
+
+
 def test_prompt_cache_ignores_a_short_shared_prefix():
     cache = PromptCache(max_entries=4, max_bytes=100)
     cache.put(list(range(200)), FakeCache(200))
@@ -302,6 +359,34 @@ def test_a_round_sent_as_its_reply_stops_reuses_that_replys_cache():
     sender.join(10)
     assert next_round == [8, 9, 10, 11, 12]
     assert prompt_cache.reused_tokens == len(prompt) + len(reply)
+
+
+def test_prompts_sent_at_once_with_one_long_start_prefill_it_once():
+    """The second waits until the first's start is in its cache, then copies it (Tool mode's schemas)."""
+    model, prompt_cache = GatedModel(), PromptCache(4, 1 << 20)
+    decoder = decoder_for(model, prompt_cache)
+    busy = decoder.generate([1], GenerationParams(temperature=0.0, max_new_tokens=500, repetition_penalty=1.0), set())
+    next(busy)
+    model.gate.clear()
+    assert model.waiting.wait(10)  # the decode thread is inside a forward: both prompts arrive together
+    start = list(range(1000, 1000 + PREFILL_CHUNK + 100))
+    results: dict[int, list[int]] = {}
+
+    def send(last: int) -> None:
+        results[last] = list(decoder.generate([*start, last], COUNT, set()))
+
+    senders = [threading.Thread(target=send, args=(last,)) for last in (10, 20)]
+    for sender in senders:
+        sender.start()
+    deadline = time.monotonic() + 10
+    while len(decoder._incoming) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    model.gate.set()
+    for sender in senders:
+        sender.join(10)
+    busy.close()
+    assert results == {10: [11, 12, 13, 14, 15], 20: [21, 22, 23, 24, 25]}
+    assert prompt_cache.reused_tokens == len(start)  # the second copied it from the first, still running
 
 
 def test_a_failed_forward_reaches_the_caller():

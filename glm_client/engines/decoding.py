@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import torch
 
 from glm_client.config import GenerationParams
-from glm_client.engines.prompt_cache import Cache, PromptCache
+from glm_client.engines.prompt_cache import MIN_SHARED_PREFIX, Cache, PromptCache, shared_prefix
 from glm_client.engines.sampling import TokenPicker, pick_tokens
 from glm_client.engines.thread_tuner import ThreadTuner
 
@@ -109,6 +109,7 @@ class SequenceDecoder:
         self.batch_sizes: list[int] = []  # sequences per recent forward, for tests and the bench
         self._incoming: list[_Sequence] = []
         self._active: list[_Sequence] = []
+        self._waiting: list[_Sequence] = []  # arrived, admitted once a running prompt's shared start is prefilled
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -158,14 +159,14 @@ class SequenceDecoder:
     def _run(self) -> None:
         while True:
             with self._wake:
-                if not self._incoming and not self._active and not self._closed:
+                if not self._incoming and not self._active and not self._waiting and not self._closed:
                     self._wake.wait(IDLE_EXIT_S)
                     if not self._incoming and not self._closed:
                         self._thread = None
                         return
                 if self._closed:
                     self._thread = None
-                    ending, self._incoming = [*self._active, *self._incoming], []
+                    ending, self._incoming = [*self._active, *self._waiting, *self._incoming], []
                     break
                 arrived, self._incoming = self._incoming, []
             # Stopped sequences end first: their caches go back to the prompt cache, where the
@@ -173,16 +174,37 @@ class SequenceDecoder:
             # reply stopped at its call, before this thread saw the stop).
             for sequence in list(self._active):
                 self._end_if_stopped(sequence)
-            for sequence in arrived:
-                self._admit(sequence)
+            waiting, self._waiting = [*self._waiting, *arrived], []
+            for sequence in waiting:
+                if self._start_in_prefill(sequence):
+                    self._waiting.append(sequence)  # until that start is in a cache it can copy
+                else:
+                    self._admit(sequence)
             if self._active:
                 self._step()
         for sequence in ending:
             sequence.output.put(RuntimeError("The engine has shut down."))
             self._finish(sequence)
 
+    def _start_in_prefill(self, sequence: _Sequence) -> bool:
+        """Whether a running sequence is prefilling a long start of this one's prompt.
+
+        Users who send prompts with one long start (Tool mode's schemas) at once would each
+        prefill it. Waiting the step or two until it is in the first one's cache, to copy it
+        from there (PromptCache.take's `in_use`), prefills it once; the wait costs the waiting
+        prompt about one step, and the steps it waits through are the shorter without its
+        chunks. (An engine whose caches cannot be copied, llama.cpp's, only waits.)
+        """
+        for other in self._active:
+            if len(other.pending) > 1:  # a decoding sequence's pending is its one new token
+                shared = shared_prefix(other.held + other.pending, sequence.pending)
+                if shared >= MIN_SHARED_PREFIX and shared - len(other.held) >= MIN_SHARED_PREFIX:
+                    return True
+        return False
+
     def _admit(self, sequence: _Sequence) -> None:
-        cache, reused = self.prompt_cache.take(sequence.pending)
+        running = [(other.held, other.cache) for other in self._active if other.cache is not None]
+        cache, reused = self.prompt_cache.take(sequence.pending, in_use=running)
         if cache is None:
             try:
                 cache = self.model.new_cache(self.context_length)

@@ -42,6 +42,19 @@ PROMPT_CACHE_ENTRIES = 32
 PACKED_BITS = {"none": (16, 16), "8": (8, 8), "4": (4, 8)}
 
 
+def token_pieces(tokenizer: Any, vocab_size: int) -> list[str | None]:
+    """Each id's text in the tokenizer's own alphabet, None for special and added ids; [] if it cannot tell."""
+    try:
+        pieces: list[str | None] = list(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
+        special = {*tokenizer.all_special_ids, *getattr(tokenizer, "added_tokens_decoder", {})}
+    except Exception:  # a remote-code tokenizer without these: its prompts are not aligned
+        return []
+    for index in special:
+        if 0 <= index < len(pieces):
+            pieces[index] = None
+    return pieces + [None] * (vocab_size - len(pieces))
+
+
 def default_prompt_cache(max_mb: int = DEFAULT_PROMPT_CACHE_MB) -> PromptCache:
     # A prompt's last chunk runs dense, as it did when the prompt was new (fast_llama.py).
     return PromptCache(PROMPT_CACHE_ENTRIES, max_mb << 20, replay=DENSE_MIN_TOKENS)
@@ -102,6 +115,18 @@ class TransformersEngine:
         if fast is not None:
             self.prompt_cache = prompt_cache if prompt_cache is not None else default_prompt_cache()
             self.decoder = SequenceDecoder(fast, info.context_length, self.prompt_cache, ThreadTuner())
+        self._pieces = token_pieces(tokenizer, self.vocab_size) if fast is not None else []
+
+    def _own_spelling(self, ids: list[int]) -> list[int]:
+        """`ids` with the model's own ids for the words of its that a kept cache holds (PromptCache.align)."""
+        prompt_cache = self.prompt_cache
+        if prompt_cache is None or not self._pieces:
+            return ids
+        return prompt_cache.align(ids, self._pieces, self._same_text)
+
+    def _same_text(self, a: list[int], b: list[int]) -> bool:
+        with self.tokenizer_lock:
+            return bool(self.tokenizer.decode(a) == self.tokenizer.decode(b))
 
     @property
     def vocab_size(self) -> int:
@@ -208,7 +233,7 @@ class TransformersEngine:
         """`Engine.generate`: from the packed path's decode thread, else from the reference loop."""
         decoder = self.decoder  # read once: close() may clear it meanwhile
         if decoder is not None:
-            yield from decoder.generate(input_ids, params, stop_ids, cancel, constraint)
+            yield from decoder.generate(self._own_spelling(input_ids), params, stop_ids, cancel, constraint)
             return
         if self.model is None:
             raise RuntimeError("The engine has shut down.")

@@ -13,8 +13,8 @@ Each step of that thread is one forward over every active sequence: a decode ste
 The weights are read once for all of them (concurrent chats decode in one batch),
 every sequence advances every step (none is starved), and a long prompt is prefilled
 in chunks between the others' steps. A new prompt starts from the cached KV of the
-longest matching earlier sequence (prompt_cache.py), so a chat's next turn prefills
-only what is new.
+longest matching earlier sequence (prompt_cache.py), or a copy of a running one's, so a
+chat's next turn prefills only what is new.
 """
 
 from __future__ import annotations

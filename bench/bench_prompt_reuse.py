@@ -80,9 +80,9 @@ def record_chats(client: LocalClient, chats: int, rounds: int) -> list[list[tupl
         messages = [system, Message.user(ask)]
         rounds_ids = []
         for number in range(rounds):
-            torch.manual_seed(chat * 100 + number)
             prompt = client.render_prompt(messages).ids
-            params = GenerationParams(temperature=0.3, max_new_tokens=200, loop_stop_tokens=0)
+            seed = chat * 100 + number  # the same chats in every run of the bench
+            params = GenerationParams(temperature=0.3, max_new_tokens=200, loop_stop_tokens=0, seed=seed)
             reply = list(engine.generate(prompt, params, stop_ids))
             rounds_ids.append((prompt, reply))
             with engine.tokenizer_lock:
@@ -97,7 +97,6 @@ def replay(engine: TransformersEngine, recorded: list[list[tuple[list[int], list
     assert engine.prompt_cache is not None
     engine.prompt_cache.clear()
     once = GenerationParams(temperature=0.0, max_new_tokens=1)
-    spelling = engine._own_spelling
     if not own_ids:
         engine._own_spelling = lambda ids: ids  # type: ignore[method-assign]  # the prompt as re-tokenized
     try:
@@ -107,7 +106,8 @@ def replay(engine: TransformersEngine, recorded: list[list[tuple[list[int], list
                     prompt, reply = chat[number]
                     list(engine.generate(prompt + reply, once, set()))
     finally:
-        engine._own_spelling = spelling  # type: ignore[method-assign]
+        if not own_ids:
+            del engine._own_spelling  # the class's method again
     return counted[0]
 
 

@@ -533,6 +533,7 @@ def check_store(state: RunState, data_dir: Path, database_url: str | None, warm:
         "tool_calls": tool_calls,
         "conversations": len(loaded),
         "replies": len(replies),
+        "tokens": sum(message.meta.get("completion_tokens", 0) for message in replies),
         "loops_stopped": sum(stopped_loop in message.meta.get("notices", []) for message in replies),
         "ran_to_limit": sum(message.meta.get("finish_reason") == "length" for message in replies),
     }
@@ -562,7 +563,9 @@ def extra_replies(segment: list[Message]) -> int:
     return count
 
 
-def print_report(state: RunState, store: dict[str, Any] | None, log_path: Path | None) -> tuple[int, int, int]:
+def print_report(
+    state: RunState, store: dict[str, Any] | None, log_path: Path | None, users_s: float
+) -> tuple[int, int, int]:
     failed_by_store = {id(t) for t in state.turns if t.store_problem}
     print()
     print(f"{'mode':<17}{'done':>6}{'failed':>8}{'1st p50':>9}{'1st p95':>9}{'end p50':>9}{'end p95':>9}  (seconds)")
@@ -594,6 +597,10 @@ def print_report(state: RunState, store: dict[str, Any] | None, log_path: Path |
         print(
             f"Replies stored (every round of every turn): {store['replies']}; {store['loops_stopped']} stopped as "
             f"loops, {store['ran_to_limit']} ran to max_new_tokens."
+        )
+        # The model's throughput under this load: what the users' turns got out of the machine.
+        print(
+            f"Tokens written: {store['tokens']}, {store['tokens'] / users_s:.1f} a second over the users' {users_s:.0f} s."
         )
         for line in store["problems"][:20]:
             print(f"  store: {line}")
@@ -746,7 +753,7 @@ def main() -> None:
             f"(users stopped starting turns after {args.minutes * 60:.0f} s)."
         )
         store = check_store(state, data_dir, database_url, warm) if (app or args.data_dir) else None
-        failed, lost, mixed = print_report(state, store, log_path)
+        failed, lost, mixed = print_report(state, store, log_path, t0[1] - t0[0])
         if back is None:
             print(
                 f"Kernels: NOT back to idle ({idle_kernels}) within {args.settle_s:.0f} s after the users left "

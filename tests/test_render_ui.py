@@ -168,11 +168,13 @@ class RecordingSlot:
 
 
 def test_streaming_text_is_redrawn_at_most_every_min_redraw_s_and_its_end_always(monkeypatch):
-    import ui.conversation
-    from ui.conversation import CURSOR, MIN_REDRAW_S, LiveText
+    import ui.redraws
+    from ui.conversation import CURSOR, LiveText
+    from ui.redraws import MIN_REDRAW_S, RedrawBudget
 
     clock = [100.0]
-    monkeypatch.setattr(ui.conversation, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(ui.redraws, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(ui.redraws, "REDRAWS", RedrawBudget())  # no other test's streams drawing
     slot = RecordingSlot()
     live = LiveText(slot)
     for text in ("A", "AB", "ABC"):  # tokens 10 ms apart: the first draws at once, the next wait
@@ -182,3 +184,33 @@ def test_streaming_text_is_redrawn_at_most_every_min_redraw_s_and_its_end_always
     live.show("ABCD")
     live.finish("ABCDE")
     assert slot.drawn == ["A" + CURSOR, "ABCD" + CURSOR, "ABCDE"]
+
+
+def redraws_per_stream(monkeypatch, streams: int, seconds: float) -> list[int]:
+    """Redraws of `streams` streams that each get a token every 10 ms for `seconds`, on a fake clock."""
+    import ui.redraws
+    from ui.redraws import RedrawBudget, Throttled
+
+    clock = [100.0]
+    monkeypatch.setattr(ui.redraws, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    budget = RedrawBudget()
+    drawn = [0] * streams
+    throttles = [Throttled(lambda _, n=n: drawn.__setitem__(n, drawn[n] + 1), budget) for n in range(streams)]
+    for _ in range(round(seconds / 0.01)):
+        for throttle in throttles:
+            throttle("token")
+        clock[0] += 0.01
+    return drawn
+
+
+def test_a_lone_stream_redraws_four_times_a_second(monkeypatch):
+    assert redraws_per_stream(monkeypatch, streams=1, seconds=10.0) == [40]
+
+
+def test_streams_drawing_at_once_share_sixteen_redraws_a_second(monkeypatch):
+    # Eight at 4 a second each would be 320 in 10 s: browsers beside the app took its cores.
+    drawn = redraws_per_stream(monkeypatch, streams=8, seconds=10.0)
+    assert sum(drawn) <= 16 * 10 + 8  # the first redraw of each is at once
+    assert min(drawn) >= 19  # and each still redraws every half second
+    # Two at once are under the budget: 4 a second each, as alone.
+    assert redraws_per_stream(monkeypatch, streams=2, seconds=10.0) == [40, 40]

@@ -22,14 +22,11 @@ from glm_client.agent import AgentEvent, MessageListener, ObservationEvent, Roun
 from glm_client.messages import IMAGE_PLACEHOLDER
 from store import BackgroundDraftWriter, describe_store_failure
 from store.images import image_problem
+from ui.redraws import Throttled
 from ui.render import safe_label, safe_markdown
 from ui.state import OpenConversation
 
 CURSOR = "▌"
-# Streaming text is redrawn at most this often. Each redraw re-renders the whole reply in the
-# browser (~12 ms of a core): eight users' replies redrawn at every token took a third of a
-# 2-core machine (bench/bench_load.py). Four redraws a second still read as live text.
-MIN_REDRAW_S = 0.25
 THINKING_ICON = "💭"
 # Material icons: they render the same in every browser (an emoji avatar may fall back to a
 # small monochrome glyph where the system has no colour emoji font).
@@ -95,22 +92,6 @@ def length_caption(still_thinking: bool) -> str:
     if still_thinking:  # thinking counts against the same budget: say why no answer came
         return "✂️ The reply ran out of tokens while still thinking; raise Max new tokens."
     return "✂️ The reply reached the max-new-tokens limit."
-
-
-class Throttled:
-    """Calls `draw` with the latest value at most every MIN_REDRAW_S, and never more than a third of the time."""
-
-    def __init__(self, draw: Callable[[Any], None]) -> None:
-        self.draw = draw
-        self.next_draw = 0.0  # the first value draws at once
-
-    def __call__(self, value: Any) -> None:
-        started = time.monotonic()
-        if started < self.next_draw:
-            return
-        self.draw(value)
-        # Sanitising a long reply full of links costs ~10 ms a KB: redraws never take more than a third of the time.
-        self.next_draw = started + max(MIN_REDRAW_S, 2 * (time.monotonic() - started))
 
 
 class LiveText:

@@ -1,12 +1,13 @@
 """How often streaming text is redrawn: per stream, and shared by all the streams of the app.
 
 Each redraw sanitises and sends the whole reply so far, and the browser re-renders it.
-With many users streaming at once on a small machine, those redraws took the cores the
-model decodes on: in load runs of 8 users (bench/bench_load.py, browsers beside the app),
-the browsers drew 0.53 of a core with every stream redrawn 4 times a second and 0.39 with
-2 a second, and the model wrote 35 against 50 tokens a second. So the streams share a
-budget: together at most MAX_REDRAWS_PER_S, each at most every MIN_REDRAW_S. A lone
-stream, or two, still redraws 4 times a second.
+With many users streaming at once on a small machine, those redraws take cores the model
+decodes on. In load runs of 8 users with the browsers beside the app (bench/bench_load.py,
+README "Reliability"), redrawing each stream 2 times a second instead of 4 took the
+browsers' renderers from 0.53 to 0.39 of a core; with this budget the model wrote 47-51
+tokens a second for all users together, against 45-46 the same hour without it. So the
+streams share a budget: together at most MAX_REDRAWS_PER_S, each at most every
+MIN_REDRAW_S. A lone stream, or two, still redraws 4 times a second.
 """
 
 from __future__ import annotations

@@ -361,15 +361,24 @@ def test_a_round_sent_as_its_reply_stops_reuses_that_replys_cache():
     assert prompt_cache.reused_tokens == len(prompt) + len(reply)
 
 
-def test_prompts_sent_at_once_with_one_long_start_prefill_it_once():
-    """The second waits until the first's start is in its cache, then copies it (Tool mode's schemas)."""
-    model, prompt_cache = GatedModel(), PromptCache(4, 1 << 20)
+class UncopyableModel(GatedModel):
+    """A GatedModel whose caches cannot be copied, as llama.cpp's sequences."""
+
+    def new_cache(self, limit: int) -> FakeCache:
+        return FakeCache(copyable=False)
+
+
+def send_two_at_once(model: GatedModel, start: list[int]) -> tuple[dict[int, list[int]], PromptCache, int]:
+    """Two prompts with one long start sent while the decode thread is inside a forward.
+
+    Returns their tokens, the prompt cache, and the rows of the first forward after it.
+    """
+    prompt_cache = PromptCache(4, 1 << 20)
     decoder = decoder_for(model, prompt_cache)
     busy = decoder.generate([1], GenerationParams(temperature=0.0, max_new_tokens=500, repetition_penalty=1.0), set())
     next(busy)
     model.gate.clear()
     assert model.waiting.wait(10)  # the decode thread is inside a forward: both prompts arrive together
-    start = list(range(1000, 1000 + PREFILL_CHUNK + 100))
     results: dict[int, list[int]] = {}
 
     def send(last: int) -> None:
@@ -381,12 +390,30 @@ def test_prompts_sent_at_once_with_one_long_start_prefill_it_once():
     deadline = time.monotonic() + 10
     while len(decoder._incoming) < 2 and time.monotonic() < deadline:
         time.sleep(0.001)
+    gated = len(model.sizes)  # the waiting forward is recorded here once the gate opens
     model.gate.set()
     for sender in senders:
         sender.join(10)
     busy.close()
+    return results, prompt_cache, model.sizes[gated + 1]
+
+
+def test_prompts_sent_at_once_with_one_long_start_prefill_it_once():
+    """The second waits until the first's start is in its cache, then copies it (Tool mode's schemas)."""
+    start = list(range(1000, 1000 + PREFILL_CHUNK + 100))
+    results, prompt_cache, rows = send_two_at_once(GatedModel(), start)
     assert results == {10: [11, 12, 13, 14, 15], 20: [21, 22, 23, 24, 25]}
     assert prompt_cache.reused_tokens == len(start)  # the second copied it from the first, still running
+    assert rows == 2  # the running one and the first prompt's chunk: the second waited
+
+
+def test_a_prompt_does_not_wait_for_a_start_it_could_not_copy():
+    """llama.cpp's caches cannot be copied: waiting for one would gain nothing, so both prefill at once."""
+    start = list(range(1000, 1000 + PREFILL_CHUNK + 100))
+    results, prompt_cache, rows = send_two_at_once(UncopyableModel(), start)
+    assert results == {10: [11, 12, 13, 14, 15], 20: [21, 22, 23, 24, 25]}
+    assert prompt_cache.reused_tokens == 0
+    assert rows == 3  # the running one and both prompts' chunks
 
 
 def test_a_failed_forward_reaches_the_caller():

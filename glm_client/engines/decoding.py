@@ -193,10 +193,11 @@ class SequenceDecoder:
         prefill it. Waiting the step or two until it is in the first one's cache, to copy it
         from there (PromptCache.take's `in_use`), prefills it once; the wait costs the waiting
         prompt about one step, and the steps it waits through are the shorter without its
-        chunks. (An engine whose caches cannot be copied, llama.cpp's, only waits.)
+        chunks. A cache that cannot be copied (llama.cpp's) is not waited for.
         """
         for other in self._active:
-            if len(other.pending) > 1:  # a decoding sequence's pending is its one new token
+            copyable = other.cache is not None and other.cache.copyable
+            if copyable and len(other.pending) > 1:  # a decoding sequence's pending is its one new token
                 shared = shared_prefix(other.held + other.pending, sequence.pending)
                 if shared >= MIN_SHARED_PREFIX and shared - len(other.held) >= MIN_SHARED_PREFIX:
                     return True

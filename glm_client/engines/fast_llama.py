@@ -59,6 +59,8 @@ DENSE_MIN_TOKENS = 8
 class KVCache:
     """Keys and values of one sequence, for every layer: [layers, kv_heads, capacity, head_dim]."""
 
+    copyable = True
+
     def __init__(self, layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype, limit: int) -> None:
         self.shape = (layers, kv_heads, 0, head_dim)
         self.dtype = dtype

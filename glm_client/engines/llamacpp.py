@@ -54,6 +54,8 @@ def available() -> bool:
 class LlamaSequence:
     """One sequence's KV cells in a llama.cpp context."""
 
+    copyable = False
+
     def __init__(self, model: LlamaCppModel, seq_id: int) -> None:
         self.model = model
         self.seq_id = seq_id

@@ -26,6 +26,7 @@ MIN_SHARED_PREFIX = 32
 
 class Cache(Protocol):
     length: int
+    copyable: bool  # whether copy_prefix makes copies (not llama.cpp's: a sequence is one of few slots)
 
     def truncate(self, length: int) -> None: ...
 

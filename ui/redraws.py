@@ -7,7 +7,7 @@ README "Reliability"), redrawing each stream 2 times a second instead of 4 took 
 browsers' renderers from 0.53 to 0.39 of a core; with this budget the model wrote 47-51
 tokens a second for all users together, against 45-46 the same hour without it. So the
 streams share a budget: together at most MAX_REDRAWS_PER_S, each at most every
-MIN_REDRAW_S. A lone stream, or two, still redraws 4 times a second.
+MIN_REDRAW_S: up to 4 streams at once still redraw 4 times a second each.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Throttled:
 
     def __init__(self, draw: Callable[[Any], None], budget: RedrawBudget | None = None) -> None:
         self.draw = draw
-        self.budget = budget or REDRAWS
+        self.budget = budget if budget is not None else REDRAWS
         self.next_draw = 0.0  # the first value draws at once
 
     def __call__(self, value: Any) -> None:

@@ -41,16 +41,16 @@ test: setup-dev
 setup: $(VENV)/.runtime-installed
 	@$(PY) -m glm_client.embedded
 	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(RUNTIME_PACKAGES)" \
-		WITHOUT="without bubblewrap the Code Interpreter runs code unsandboxed (refused when APP_PASSWORD is set); without gcc decoding attends on slower torch ops"
+		WITHOUT="without bubblewrap the Code Interpreter runs code unsandboxed (refused when APP_PASSWORD is set); without gcc and g++ decoding runs on slower torch ops"
 
 setup-dev: setup $(VENV)/.dev-installed
 	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(TEST_PACKAGES)" WITHOUT="their tests will be skipped"
 
-# Debian packages: bubblewrap, the Code Interpreter's sandbox, and gcc, which builds the decode
-# attention kernel (glm_client/engines/native_attention.py), for the app; for the tests,
+# Debian packages: bubblewrap, the Code Interpreter's sandbox, and gcc and g++, which build the
+# decode steps' kernels (glm_client/engines/native_attention.py), for the app; for the tests,
 # headless Chromium (browser test), an emoji font for its screenshots, and a PostgreSQL
 # server (the store's second backend). Installed once, when running as root.
-RUNTIME_PACKAGES := bubblewrap gcc
+RUNTIME_PACKAGES := bubblewrap gcc g++
 TEST_PACKAGES := chromium fonts-noto-color-emoji postgresql
 debian-packages:
 	@missing=$$(for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

@@ -1,5 +1,5 @@
-"""The native kernels (native_attention.py: the decode attention, the int8 head's matmul) against plain
-torch math, and the fallback without them.
+"""The native kernels (native_attention.py: the decode attention, the int8 head's matmul, the int4
+layers' operator) against plain torch math, their build cache, and the fallback without them.
 
 The model-level checks (greedy choices, perplexity, batching bit for bit) run on the kernel in
 tests/test_engine_fast.py, as the embedded model's fast path uses it.
@@ -13,13 +13,14 @@ import pytest
 import torch
 
 from glm_client.engines import native_attention
-from glm_client.engines.native_attention import NativeBuildError, build
+from glm_client.engines.native_attention import NativeBuildError, build, cached_build
+from glm_client.engines.packed import INT4_GROUP, PackedLinear
 
 LAYERS = 2
 
 
 def has_compiler() -> bool:
-    return bool(shutil.which("cc") or shutil.which("gcc"))  # make setup installs gcc as root
+    return bool(shutil.which("gcc") and shutil.which("g++"))  # make setup installs them as root
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +134,7 @@ def test_the_int8_matmul_refuses_what_it_cannot_read(int8_matmul):
 
 def test_without_a_compiler_the_build_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(NativeBuildError, match="no C compiler"):
+    with pytest.raises(NativeBuildError, match="no C and C\\+\\+ compilers"):
         build(tmp_path)
 
 
@@ -141,7 +142,63 @@ def test_without_a_compiler_the_build_says_so(tmp_path, monkeypatch):
 def test_a_source_that_does_not_compile_is_reported_in_one_line(tmp_path, monkeypatch):
     broken = tmp_path / "decode_attention.c"
     broken.write_text("#include <no_such_header.h>\n")
-    monkeypatch.setattr(native_attention, "SOURCES", (broken,))
+    monkeypatch.setattr(native_attention, "C_SOURCES", (broken,))
     with pytest.raises(NativeBuildError, match=r"could not build it.*no_such_header") as caught:
         build(tmp_path)
     assert "\n" not in str(caught.value)
+
+
+def test_the_build_is_kept_and_reused_for_the_same_sources(tmp_path, monkeypatch):
+    builds = []
+
+    def fake_build(directory):
+        builds.append(directory)
+        (directory / "native_kernels.so").write_text(f"build {len(builds)}")
+        return directory / "native_kernels.so"
+
+    monkeypatch.setattr(native_attention, "build", fake_build)
+    first = cached_build(tmp_path)
+    assert cached_build(tmp_path) == first and first.read_text() == "build 1" and len(builds) == 1
+    monkeypatch.setattr(native_attention, "FLAGS", (*native_attention.FLAGS, "-DCHANGED"))
+    assert cached_build(tmp_path) != first and len(builds) == 2  # other flags (or sources): another build
+    assert not builds[0].exists()  # the temporary directory went; only the library stays
+
+
+@pytest.fixture(scope="module")
+def int4_operator() -> None:
+    if not has_compiler():
+        pytest.skip("no C and C++ compilers (gcc, g++) to build the kernel")
+    assert native_attention.unavailable_reason() is None
+
+
+def q4_exact_weight(out: int, inputs: int) -> torch.Tensor:
+    """Weights int4 groups hold exactly: (q - 8) * scale with q from 0 to 15 in every group, scale a power of 2."""
+    q = torch.randint(0, 16, (out, inputs))
+    q[:, ::INT4_GROUP], q[:, 1::INT4_GROUP] = 0, 15
+    scale = 2.0 ** -torch.randint(5, 9, (out, inputs // INT4_GROUP)).repeat_interleave(INT4_GROUP, dim=1)
+    return ((q - 8) * scale).to(torch.bfloat16)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 11])  # each tile of the kernel, and more than one pass
+def test_the_int4_operator_computes_x_times_the_weights(int4_operator, rows):
+    weight = q4_exact_weight(1001, 576)  # 1001: outputs left after the tiles of 4 and 2
+    x = torch.randn(rows, 576, dtype=torch.bfloat16)
+    got = PackedLinear(weight, None, 4, native=True)(x.float())
+    assert got.dtype == torch.float32 and got.shape == (rows, 1001)
+    torch.testing.assert_close(got.double(), x.double() @ weight.double().T, rtol=1e-5, atol=1e-5)
+
+
+def test_an_int4_row_does_not_depend_on_the_other_rows(int4_operator):
+    linear = PackedLinear(q4_exact_weight(1001, 576), None, 4, native=True)
+    x = torch.randn(11, 576)
+    together = linear(x)
+    for count in range(1, 12):  # a row's sum runs the same whatever tile its step's row count picks
+        assert all(torch.equal(linear(x[:count])[row], together[row]) for row in range(count)), count
+
+
+def test_the_int4_operator_refuses_what_it_cannot_read(int4_operator):
+    linear = PackedLinear(q4_exact_weight(16, 64), None, 4, native=True)
+    with pytest.raises(RuntimeError, match="multiple of 32"):
+        torch.ops.glm_workbench.int4_matmul(torch.randn(2, 48), linear.weight, linear.scales)
+    with pytest.raises(RuntimeError, match="float32 scales"):
+        torch.ops.glm_workbench.int4_matmul(torch.randn(2, 64), linear.weight, linear.scales.bfloat16())

@@ -145,8 +145,9 @@ class FastLlama:
     ) -> None:
         """`dense`: the dtype of prompt chunks' matmuls; None picks the fastest on this CPU (packed.dense_dtype).
 
-        `native`: decode steps attend with the C kernel where it builds here and the model is bf16
-        (native_attention.py); False keeps the torch path (the benches compare the two).
+        `native`: decode steps run on the native kernels where they build here (native_attention.py): the
+        int4 layers' matmul, the int8 head's, and with a bf16 model the attention; False keeps the torch
+        path (the benches compare the two).
         """
         reason = unsupported_reason(model)
         if reason:
@@ -162,7 +163,11 @@ class FastLlama:
         self.scale = self.head_dim**-0.5
         self.inv_freq = model.model.rotary_emb.inv_freq.detach().float().clone()
         self.vocab_size = config.vocab_size
-        self.layers = [self._pack_layer(layer, weight_bits, self.dense_dtype) for layer in model.model.layers]
+        # int4 layers on the native kernel where it builds (packed.py), as the head and the attention
+        native_int4 = native and native_attention.unavailable_reason() is None
+        self.layers = [
+            self._pack_layer(layer, weight_bits, self.dense_dtype, native_int4) for layer in model.model.layers
+        ]
         self.final_norm = model.model.norm.weight.detach()
         self.head = PackedLinear(model.lm_head.weight, None, head_bits)
         self.embedding = model.model.embed_tokens.weight.detach()
@@ -180,16 +185,16 @@ class FastLlama:
         self.kv_dtype = torch.bfloat16 if kernel is not None else KV_DTYPE
 
     @staticmethod
-    def _pack_layer(layer: Any, bits: int, dense: torch.dtype) -> _Layer:
+    def _pack_layer(layer: Any, bits: int, dense: torch.dtype, native: bool) -> _Layer:
         attention, mlp = layer.self_attn, layer.mlp
         qkv = (attention.q_proj, attention.k_proj, attention.v_proj)
         return _Layer(
             attention_norm=layer.input_layernorm.weight.detach(),
-            qkv=PackedLinear(_fuse(qkv), _fuse_bias(qkv), bits, dense),
-            output=PackedLinear(attention.o_proj.weight, attention.o_proj.bias, bits, dense),
+            qkv=PackedLinear(_fuse(qkv), _fuse_bias(qkv), bits, dense, native),
+            output=PackedLinear(attention.o_proj.weight, attention.o_proj.bias, bits, dense, native),
             mlp_norm=layer.post_attention_layernorm.weight.detach(),
-            gate_up=PackedLinear(_fuse((mlp.gate_proj, mlp.up_proj)), None, bits, dense),
-            down=PackedLinear(mlp.down_proj.weight, None, bits, dense),
+            gate_up=PackedLinear(_fuse((mlp.gate_proj, mlp.up_proj)), None, bits, dense, native),
+            down=PackedLinear(mlp.down_proj.weight, None, bits, dense, native),
         )
 
     def new_cache(self, limit: int) -> KVCache:

@@ -1,5 +1,6 @@
-"""The decode steps' C kernels, where this machine can build them: the attention as one call a layer
-(decode_attention.c), and the int8 output head's matmul for all rows at once (int8_matmul.c).
+"""The decode steps' native kernels, where this machine can build them: the attention as one call a
+layer (decode_attention.c), the int8 output head's matmul for all rows at once (int8_matmul.c), and the
+int4 layers' matmul (int4_matmul.c, a torch operator through native_ops.cpp).
 
 Why: with 8 users on the 2-core CPU machine, the per-row attention of fast_llama's torch path
 took half of each decode step (bench/bench_attention.py): per sequence and layer
@@ -8,17 +9,20 @@ on 2 threads, over a float32 cache. The kernel runs every (sequence, kv head) pa
 one OpenMP loop over a bf16 cache: the keys and values are bf16 already (the model's dtype), so
 the cache holds the same numbers in half the memory.
 
-The sources are compiled once a process (well under a second) with the system C compiler into a
-temporary directory, and loaded with ctypes, which lets go of the GIL during the call. Without a
-compiler, on a CPU without AVX2 and FMA (the compile fails), or off x86, `load()` and
-`load_int8_matmul()` return None, `unavailable_reason()` says why, and fast_llama keeps its torch path.
+The sources are compiled into one library with the system's gcc and g++ (about 8 s, the C++
+operator against torch's headers), kept in the cache directory for these sources, torch and CPU,
+and loaded with ctypes, which lets go of the GIL during a call, and as torch operators. Without
+compilers, on a CPU without AVX2 and FMA (the compile fails), or off x86, `load()` and the other
+loaders return None, `unavailable_reason()` says why, and fast_llama keeps its torch path.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import logging
+import os
 import platform
 import shutil
 import subprocess
@@ -28,11 +32,28 @@ from pathlib import Path
 
 import torch
 
-SOURCES = (Path(__file__).with_name("decode_attention.c"), Path(__file__).with_name("int8_matmul.c"))
-# -march=native: built where it runs, each process; -fopenmp links libgomp.so.1, which resolves to
-# the copy torch has loaded, so the kernel's threads are torch's.
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
-COMPILE_TIMEOUT_S = 60
+from glm_client.config import Settings
+
+HERE = Path(__file__).parent
+C_SOURCES = (HERE / "decode_attention.c", HERE / "int8_matmul.c", HERE / "int4_matmul.c")
+OPERATORS_SOURCE = HERE / "native_ops.cpp"
+# -march=native: built where it runs (the cache keys on the CPU's flags); -fopenmp links
+# libgomp.so.1, which resolves to the copy torch has loaded, so the kernels' threads are torch's.
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC")
+TORCH_DIR = Path(torch.__file__).parent
+TORCH_FLAGS = (
+    "-std=c++17",
+    "-w",  # torch's headers warn under gcc 12
+    f"-D_GLIBCXX_USE_CXX11_ABI={int(torch.compiled_with_cxx11_abi())}",
+    f"-I{TORCH_DIR / 'include'}",
+)
+TORCH_LIBRARIES = (
+    f"-L{TORCH_DIR / 'lib'}",
+    f"-Wl,-rpath,{TORCH_DIR / 'lib'}",
+    "-lc10",
+    "-ltorch_cpu",
+)
+COMPILE_TIMEOUT_S = 120
 
 log = logging.getLogger(__name__)
 _pointers = ctypes.POINTER(ctypes.c_void_p)
@@ -151,40 +172,66 @@ class Int8Matmul:
         return y
 
 
-def build(directory: Path) -> ctypes.CDLL:
-    """Compile the SOURCES into one library in `directory` and load it; NativeBuildError says why not."""
+def build(directory: Path) -> Path:
+    """Compile the C and C++ sources into one library in `directory`; NativeBuildError says why not."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        raise NativeBuildError(f"the kernel is written for x86-64 (AVX2), not {platform.machine()}")
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise NativeBuildError("no C compiler (cc or gcc) is on PATH")
-    target = directory / "native_kernels.so"
+        raise NativeBuildError(f"the kernels are written for x86-64 (AVX2), not {platform.machine()}")
+    c_compiler, cpp_compiler = shutil.which("cc") or shutil.which("gcc"), shutil.which("c++") or shutil.which("g++")
+    if c_compiler is None or cpp_compiler is None:
+        raise NativeBuildError("no C and C++ compilers (gcc and g++) are on PATH")
+    objects = [directory / f"{source.name}.o" for source in (*C_SOURCES, OPERATORS_SOURCE)]
+    for source, target in zip(C_SOURCES, objects[:-1], strict=True):
+        _compile([c_compiler, *FLAGS, "-c", str(source), "-o", str(target)])
+    _compile([cpp_compiler, *FLAGS, *TORCH_FLAGS, "-c", str(OPERATORS_SOURCE), "-o", str(objects[-1])])
+    library = directory / "native_kernels.so"
+    _compile([cpp_compiler, "-shared", "-fopenmp", *map(str, objects), *TORCH_LIBRARIES, "-o", str(library)])
+    return library
+
+
+def _compile(command: list[str]) -> None:
     try:
-        done = subprocess.run(
-            [compiler, *FLAGS, *map(str, SOURCES), "-o", str(target)],
-            capture_output=True,
-            text=True,
-            timeout=COMPILE_TIMEOUT_S,
-        )
+        done = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as error:
-        raise NativeBuildError(f"{compiler} did not run: {error}") from None
+        raise NativeBuildError(f"{command[0]} did not run: {error}") from None
     if done.returncode != 0:
         first = (done.stderr.strip().splitlines() or ["no message"])[0]
-        raise NativeBuildError(f"{compiler} could not build it (no AVX2/FMA, or no OpenMP?): {first}")
+        raise NativeBuildError(f"{command[0]} could not build it (no AVX2/FMA, or no OpenMP?): {first}")
+
+
+def cached_build(cache_dir: Path) -> Path:
+    """The library built for these sources, flags, torch and CPU: from `cache_dir` where it is there
+    (the C++ operator takes ~8 s to build, each app and test process would pay it), else built and kept."""
+    key = hashlib.sha256()
+    for part in (*FLAGS, *TORCH_FLAGS, torch.__version__, _cpu_flags()):
+        key.update(part.encode() + b"\0")
+    for source in (*C_SOURCES, OPERATORS_SOURCE):
+        key.update(source.read_bytes())
+    library = cache_dir / "native" / key.hexdigest()[:16] / "native_kernels.so"
+    if not library.exists():
+        library.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=library.parent) as directory:
+            os.replace(build(Path(directory)), library)  # whole, even with processes building side by side
+    return library
+
+
+def _cpu_flags() -> str:
+    """-march=native builds for this CPU: a cache shared by several machines keeps one build each."""
     try:
-        return ctypes.CDLL(str(target))
-    except OSError as error:
-        raise NativeBuildError(f"the built library did not load: {error}") from None
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    return next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
 
 
 @functools.cache
 def _loaded() -> ctypes.CDLL | str:
-    with tempfile.TemporaryDirectory(prefix="glm-workbench-native-") as directory:
-        try:
-            return build(Path(directory))  # loaded: the file may go
-        except NativeBuildError as error:
-            log.info("Decode attention and the int8 head run on torch ops: %s", error)
-            return str(error)
+    try:
+        library = cached_build(Settings.from_env().cache_dir)
+        torch.ops.load_library(str(library))  # registers the operators (native_ops.cpp)
+        return ctypes.CDLL(str(library))  # the same handle: the C kernels
+    except (NativeBuildError, OSError, RuntimeError) as error:
+        log.info("Decode steps run on torch ops, not the native kernels: %s", error)
+        return str(error)
 
 
 @functools.cache

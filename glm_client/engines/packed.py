@@ -10,6 +10,10 @@ int4 uses asymmetric 32-wide groups, the layout of GGUF's Q4_1: weights that cam
 from a Q4_1 file (the embedded model) are reproduced up to bf16 rounding, so the
 quantization costs them nothing.
 
+Where the native kernels build (native_attention.py), int4 weights are laid out for
+int4_matmul.c instead, which widens each weight once for all rows of a step: 8 rows of all
+the embedded model's layers in 16.8 ms against torch's 22.6 (2 cores; bench/bench_attention.py).
+
 Each packed kernel computes a row the same whatever the number of rows (checked
 bit for bit here), so decoding in a batch with other sessions changes no output.
 The packed kernels are made for few rows; a prompt's many rows run on the model's
@@ -32,13 +36,24 @@ INT4_LEVELS = 15
 INT8_LEVELS = 127
 WEIGHT_BITS = (16, 8, 4)  # 16: the model's own dtype
 
+# The native int4 matmul's schema; native_ops.cpp registers its kernel. Defined here, so that the
+# scripted decode layers (decode_layers.py) compile whether or not the kernel could be built.
+_OPERATORS = torch.library.Library("glm_workbench", "DEF")
+_OPERATORS.define("int4_matmul(Tensor x, Tensor weight, Tensor scales) -> Tensor")
+
 
 class PackedLinear:
     """One linear layer whose weight is kept in `bits` bits (16: as it is)."""
 
     def __init__(
-        self, weight: torch.Tensor, bias: torch.Tensor | None, bits: int, dense_dtype: torch.dtype | None = None
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        bits: int,
+        dense_dtype: torch.dtype | None = None,
+        native: bool = False,
     ) -> None:
+        """`native`: int4 weights in the layout of the native kernel (int4_matmul.c), which must be loaded."""
         if bits not in WEIGHT_BITS:
             raise ValueError(f"bits must be one of {WEIGHT_BITS}, got {bits}")
         if bits == 4 and weight.shape[1] % INT4_GROUP:
@@ -54,14 +69,15 @@ class PackedLinear:
         if bits == 8:
             self.weight, self.scales = quantize_int8(self.weight)
         elif bits == 4:
-            self.weight, self.scales = quantize_int4(self.weight)
+            self.weight, self.scales = (quantize_int4_native if native else quantize_int4)(self.weight)
+        self.group = {8: 0, 4: -INT4_GROUP if native else INT4_GROUP}.get(bits, 0)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return packed_linear(x, self.parts())
 
     def parts(self) -> LinearParts:
         """The layer as `packed_linear` takes it, also inside TorchScript (decode_layers.py)."""
-        return self.weight, self.scales, self.bias, INT4_GROUP if self.bits == 4 else 0
+        return self.weight, self.scales, self.bias, self.group
 
     def dense(self, x: torch.Tensor) -> torch.Tensor:
         """y = x @ W.T on the unpacked weight: faster than the packed kernels from about 8 rows on."""
@@ -75,7 +91,7 @@ class PackedLinear:
 
 
 # weight, scales (None: the model's own weight), bias, and the weights a scale covers (0: a
-# whole row, int8; else int4's groups)
+# whole row, int8; else int4's groups: torch's kernel, or the native one where negative)
 LinearParts = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, int]
 
 
@@ -86,8 +102,10 @@ def packed_linear(x: torch.Tensor, parts: LinearParts) -> torch.Tensor:
         y = F.linear(x, weight)
     elif group == 0:
         y = torch.ops.aten._weight_int8pack_mm(x, weight, scales)
-    else:
+    elif group > 0:
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, weight, group, scales)
+    else:
+        y = torch.ops.glm_workbench.int4_matmul(x, weight, scales)
     return y if bias is None else y + bias
 
 
@@ -100,18 +118,32 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def quantize_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Asymmetric int4 in 32-wide groups (w = q * scale + minimum), packed for the CPU kernel.
+    """Asymmetric int4 in 32-wide groups (w = q * scale + minimum), packed for torch's CPU kernel.
 
     The kernel computes (q - 8) * scale + zero, so zero = minimum + 8 * scale.
     """
+    q, scale, minimum = _int4_groups(weight)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).view(weight.shape), 1)
+    scales_and_zeros = torch.stack([scale, minimum + 8 * scale], dim=-1).transpose(0, 1).contiguous()
+    return packed, scales_and_zeros.to(weight.dtype)
+
+
+def quantize_int4_native(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same int4 groups laid out for int4_matmul.c: a group's 32 weights in 16 bytes (byte j holds
+    weights j and j + 16), and float32 [2, rows, groups] of the groups' scales, then minimums."""
+    q, scale, minimum = _int4_groups(weight)
+    packed = (q[..., : INT4_GROUP // 2] | (q[..., INT4_GROUP // 2 :] << 4)).view(weight.shape[0], -1).contiguous()
+    return packed, torch.stack([scale, minimum]).contiguous()
+
+
+def _int4_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q (uint8 0..15, [rows, groups, 32]), scale and minimum (float32, [rows, groups]) of each 32-wide group."""
     rows, columns = weight.shape
     groups = weight.float().view(rows, columns // INT4_GROUP, INT4_GROUP)
-    minimum = groups.amin(dim=-1, keepdim=True)
-    scale = ((groups.amax(dim=-1, keepdim=True) - minimum) / INT4_LEVELS).clamp(min=1e-12)
-    q = torch.round((groups - minimum) / scale).clamp(0, INT4_LEVELS).to(torch.int32).view(rows, columns)
-    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
-    scales_and_zeros = torch.cat([scale, minimum + 8 * scale], dim=-1).transpose(0, 1).contiguous()
-    return packed, scales_and_zeros.to(weight.dtype)
+    minimum = groups.amin(dim=-1)
+    scale = ((groups.amax(dim=-1) - minimum) / INT4_LEVELS).clamp(min=1e-12)
+    q = torch.round((groups - minimum[..., None]) / scale[..., None]).clamp(0, INT4_LEVELS).to(torch.uint8)
+    return q, scale, minimum
 
 
 # Float32 dense weights where a bf16 matmul takes this many times as long as a float32 one,

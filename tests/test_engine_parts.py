@@ -334,31 +334,49 @@ class GatedModel(CountingModel):
         return super().forward(rows)
 
 
-def test_a_round_sent_as_its_reply_stops_reuses_that_replys_cache():
-    """An agent stops reading where the model's call closes and sends the next round at once.
-
-    The decode thread is mid-forward then, so it sees the stop and the new prompt together; the
-    stopped sequence's cache must be back in the prompt cache before the new one looks.
-    """
-    model, prompt_cache = GatedModel(), PromptCache(4, 1 << 20)
-    decoder = decoder_for(model, prompt_cache)
+def send_next_round_mid_forward(
+    decoder: SequenceDecoder, model: GatedModel, prompt: list[int], next_round
+) -> list[int]:
+    """Read 3 tokens of `prompt`'s reply, stop reading while the decode thread is inside a forward,
+    and send `next_round(reply)` at once, as an agent does where the model's call closes; its tokens."""
     params = GenerationParams(temperature=0.0, max_new_tokens=500, repetition_penalty=1.0)
-    prompt = list(range(100, 140))
     stream = decoder.generate(prompt, params, set())
     reply = [next(stream) for _ in range(3)]
     model.gate.clear()
     assert model.waiting.wait(10)  # the decode thread is inside a forward
     stream.close()
-    next_round: list[int] = []
-    sender = threading.Thread(target=lambda: next_round.extend(decoder.generate([*prompt, *reply, 7], COUNT, set())))
+    tokens: list[int] = []
+    sender = threading.Thread(target=lambda: tokens.extend(decoder.generate(next_round(reply), COUNT, set())))
     sender.start()
     deadline = time.monotonic() + 10
     while not decoder._incoming and time.monotonic() < deadline:
         time.sleep(0.001)
     model.gate.set()
     sender.join(10)
-    assert next_round == [8, 9, 10, 11, 12]
-    assert prompt_cache.reused_tokens == len(prompt) + len(reply)
+    return tokens
+
+
+def test_a_round_sent_as_its_reply_stops_reuses_that_replys_cache():
+    """The decode thread is mid-forward then, so it sees the stop and the new prompt together; the
+    stopped sequence's cache must be back in the prompt cache before the new one looks."""
+    model, prompt_cache = GatedModel(), PromptCache(4, 1 << 20)
+    prompt = list(range(100, 140))
+    tokens = send_next_round_mid_forward(
+        decoder_for(model, prompt_cache), model, prompt, lambda reply: [*prompt, *reply, 7]
+    )
+    assert tokens == [8, 9, 10, 11, 12]
+    assert prompt_cache.reused_tokens == len(prompt) + 3
+
+
+def test_a_round_sent_as_its_reply_stops_reads_the_reply_in_the_models_own_ids():
+    """The next round spells the reply's text in other ids; they are respelled once that reply's
+    cache is back (at admission, not as the request comes), so the whole reply is reused."""
+    model, prompt_cache = GatedModel(), PromptCache(4, 1 << 20)
+    decoder = SequenceDecoder(model, 4096, prompt_cache, respell=lambda ids: prompt_cache.align(ids, PIECES, same_text))
+    prompt = [*START, 9]  # the model writes 10, 11, 12: "ab" "a" "b"
+    tokens = send_next_round_mid_forward(decoder, model, prompt, lambda reply: [*prompt, 11, 12, 11, 12, 5])
+    assert tokens == [6, 7, 8, 9, 10]
+    assert prompt_cache.reused_tokens == len(prompt) + 3  # without respelling: len(prompt)
 
 
 class UncopyableModel(GatedModel):

@@ -80,6 +80,7 @@ class _Sequence:
         constraint: TokenConstraint | None,
     ) -> None:
         self.pending = list(input_ids)  # ids to feed: the prompt, then each new token
+        self.picking = (params, stop_ids, constraint)
         self.picker = TokenPicker(input_ids, params, stop_ids, constraint)
         self.cancel = cancel
         self.cache: Cache | None = None
@@ -91,6 +92,12 @@ class _Sequence:
     def stopped(self) -> bool:
         return self.abandoned or (self.cancel is not None and self.cancel.is_set())
 
+    def respell(self, ids: list[int]) -> None:
+        """Take `ids`, the same prompt in other ids (SequenceDecoder's `respell`), before any token is picked."""
+        if ids != self.pending:
+            self.pending = list(ids)
+            self.picker = TokenPicker(ids, *self.picking)
+
 
 class SequenceDecoder:
     """Prompt cache, batched steps and sampling around one `StepModel`, on one decode thread."""
@@ -101,11 +108,14 @@ class SequenceDecoder:
         context_length: int,
         prompt_cache: PromptCache,
         tuner: ThreadTuner | None = None,
+        respell: Callable[[list[int]], list[int]] | None = None,
     ) -> None:
+        """`respell(ids)`: the prompt in the ids a kept cache holds for the same text (PromptCache.align)."""
         self.model = model
         self.context_length = context_length
         self.prompt_cache = prompt_cache
         self.tuner = tuner  # for a model whose ops run on torch's threads
+        self.respell = respell
         self.batch_sizes: list[int] = []  # sequences per recent forward, for tests and the bench
         self._incoming: list[_Sequence] = []
         self._active: list[_Sequence] = []
@@ -204,6 +214,11 @@ class SequenceDecoder:
         return False
 
     def _admit(self, sequence: _Sequence) -> None:
+        if self.respell is not None:
+            # Here, not as the request comes: an agent sends its next round as soon as the reply
+            # stops at its call, and that reply's cache is back only once this thread has seen the
+            # stop (_run). Respelled then, 1 prompt in 5 of a load run prefilled ~135 ids again.
+            sequence.respell(self.respell(sequence.pending))
         running = [(other.held, other.cache) for other in self._active if other.cache is not None]
         cache, reused = self.prompt_cache.take(sequence.pending, in_use=running)
         if cache is None:

@@ -114,7 +114,9 @@ class TransformersEngine:
         self.decoder: SequenceDecoder | None = None
         if fast is not None:
             self.prompt_cache = prompt_cache if prompt_cache is not None else default_prompt_cache()
-            self.decoder = SequenceDecoder(fast, info.context_length, self.prompt_cache, ThreadTuner())
+            self.decoder = SequenceDecoder(
+                fast, info.context_length, self.prompt_cache, ThreadTuner(), self._own_spelling
+            )
         self._pieces = token_pieces(tokenizer, self.vocab_size) if fast is not None else []
 
     def _own_spelling(self, ids: list[int]) -> list[int]:
@@ -233,7 +235,7 @@ class TransformersEngine:
         """`Engine.generate`: from the packed path's decode thread, else from the reference loop."""
         decoder = self.decoder  # read once: close() may clear it meanwhile
         if decoder is not None:
-            yield from decoder.generate(self._own_spelling(input_ids), params, stop_ids, cancel, constraint)
+            yield from decoder.generate(input_ids, params, stop_ids, cancel, constraint)
             return
         if self.model is None:
             raise RuntimeError("The engine has shut down.")

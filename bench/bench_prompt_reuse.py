@@ -94,11 +94,12 @@ def record_chats(client: LocalClient, chats: int, rounds: int) -> list[list[tupl
 
 def replay(engine: TransformersEngine, recorded: list[list[tuple[list[int], list[int]]]], own_ids: bool) -> int:
     """Prompt ids prefilled feeding every round's prompt and reply again, the chats taking turns."""
-    assert engine.prompt_cache is not None
+    assert engine.prompt_cache is not None and engine.decoder is not None
     engine.prompt_cache.clear()
     once = GenerationParams(temperature=0.0, max_new_tokens=1)
+    respell = engine.decoder.respell
     if not own_ids:
-        engine._own_spelling = lambda ids: ids  # type: ignore[method-assign]  # the prompt as re-tokenized
+        engine.decoder.respell = None  # the prompt as re-tokenized
     try:
         with prefill_counter(engine) as counted:
             for number in range(len(recorded[0])):
@@ -106,8 +107,7 @@ def replay(engine: TransformersEngine, recorded: list[list[tuple[list[int], list
                     prompt, reply = chat[number]
                     list(engine.generate(prompt + reply, once, set()))
     finally:
-        if not own_ids:
-            del engine._own_spelling  # the class's method again
+        engine.decoder.respell = respell
     return counted[0]
 
 

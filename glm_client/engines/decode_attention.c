@@ -6,7 +6,8 @@
  * attending over the past[r] + 1 cached tokens. The output is [kv_heads, group, dim]
  * (float32) per sequence, in the order of the queries.
  *
- * Every (sequence, kv head) pair is one item of one OpenMP loop. It runs on the libgomp
+ * Every (sequence, kv head) pair is one item of one OpenMP loop, its queries (the kv head's group)
+ * taken 3 at a time over each token of K and V. It runs on the libgomp
  * that torch loaded (the same soname), so on torch's threads. Built by native_attention.py
  * with the system compiler (-march=native: AVX2 and FMA are required, checked there).
  */
@@ -52,44 +53,72 @@ static inline float max_of(__m256 x) {
     return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
 }
 
-/* The sums of eight vectors, as one vector: [sum(a[0]), ..., sum(a[7])]. */
-static inline __m256 sums_of_eight(const __m256 *a) {
-    __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-    __m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
-    return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
+/* The sums of four vectors: [sum(a), sum(b), sum(c), sum(d)]. */
+static inline __m128 sums_of_four(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
 }
 
-/* Softmax of q . K[t] over t < n, into probabilities[0 .. padded) (zero past n). */
-static void attention_weights(const float *q, const uint16_t *K, int64_t n, int64_t padded, int dim,
-                              float *probabilities) {
-    int64_t t = 0;
-    for (; t + 8 <= n; t += 8) { /* eight tokens at a time, one horizontal reduction for all */
-        __m256 acc[8];
-        for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
-        for (int i = 0; i < dim; i += 8) {
-            __m256 qi = _mm256_loadu_ps(q + i);
-            for (int j = 0; j < 8; j++) acc[j] = _mm256_fmadd_ps(qi, load_bf16(K + (t + j) * dim + i), acc[j]);
-        }
-        _mm256_storeu_ps(probabilities + t, sums_of_eight(acc));
-    }
-    for (; t < n; t++) {
-        __m256 acc = _mm256_setzero_ps();
-        for (int i = 0; i < dim; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_bf16(K + t * dim + i), acc);
-        probabilities[t] = sum_of(acc);
-    }
-    for (; t < padded; t++) probabilities[t] = -INFINITY;
+/* Softmax over scores[0 .. n), in place, zero past n up to `padded` (a multiple of 8). */
+static void softmax(float *scores, int64_t n, int64_t padded) {
+    for (int64_t t = n; t < padded; t++) scores[t] = -INFINITY;
     __m256 highest = _mm256_set1_ps(-INFINITY);
-    for (t = 0; t < padded; t += 8) highest = _mm256_max_ps(highest, _mm256_loadu_ps(probabilities + t));
+    for (int64_t t = 0; t < padded; t += 8) highest = _mm256_max_ps(highest, _mm256_loadu_ps(scores + t));
     __m256 shift = _mm256_set1_ps(max_of(highest)), total = _mm256_setzero_ps();
-    for (t = 0; t < padded; t += 8) {
-        __m256 score = _mm256_loadu_ps(probabilities + t);
+    for (int64_t t = 0; t < padded; t += 8) {
+        __m256 score = _mm256_loadu_ps(scores + t);
         __m256 e = exp_nonpositive(_mm256_sub_ps(score, shift));
         e = _mm256_and_ps(e, _mm256_cmp_ps(score, _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ)); /* padding: 0 */
-        _mm256_storeu_ps(probabilities + t, e);
+        _mm256_storeu_ps(scores + t, e);
         total = _mm256_add_ps(total, e);
     }
     __m256 inverse = _mm256_set1_ps(1.0f / sum_of(total));
-    for (t = 0; t < padded; t += 8) _mm256_storeu_ps(probabilities + t, _mm256_mul_ps(_mm256_loadu_ps(probabilities + t), inverse));
+    for (int64_t t = 0; t < padded; t += 8) _mm256_storeu_ps(scores + t, _mm256_mul_ps(_mm256_loadu_ps(scores + t), inverse));
+}
+
+/* Attention of `count` (1 to 3) queries of one kv head's group over its n cached tokens, into
+ * out[g * dim ..]. The queries share each load of K and V (and its widening from bf16), which
+ * the kernel did once per query before. Inlined with `count` and `wide` (dim a multiple of 32)
+ * constant, so the sums stay in the 16 registers: 3 queries x 4 tokens, or x 4 column blocks. */
+static inline __attribute__((always_inline)) void attend(const int count, const int wide, const float *q,
+                                                         const uint16_t *K, const uint16_t *V, int64_t n,
+                                                         int64_t padded, int dim, float *weights, float *out) {
+    int64_t t = 0;
+    for (; t + 4 <= n; t += 4) { /* scores of 4 tokens at a time */
+        __m256 acc[3][4];
+        for (int g = 0; g < count; g++)
+            for (int j = 0; j < 4; j++) acc[g][j] = _mm256_setzero_ps();
+        for (int i = 0; i < dim; i += 8)
+            for (int j = 0; j < 4; j++) {
+                __m256 k = load_bf16(K + (t + j) * dim + i);
+                for (int g = 0; g < count; g++) acc[g][j] = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * dim + i), k, acc[g][j]);
+            }
+        for (int g = 0; g < count; g++)
+            _mm_storeu_ps(weights + g * padded + t, sums_of_four(acc[g][0], acc[g][1], acc[g][2], acc[g][3]));
+    }
+    for (; t < n; t++)
+        for (int g = 0; g < count; g++) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int i = 0; i < dim; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * dim + i), load_bf16(K + t * dim + i), acc);
+            weights[g * padded + t] = sum_of(acc);
+        }
+    for (int g = 0; g < count; g++) softmax(weights + g * padded, n, padded);
+    const int blocks = wide ? 4 : 1; /* columns of 8 summed together */
+    for (int i0 = 0; i0 < dim; i0 += 8 * blocks) {
+        __m256 acc[3][4];
+        for (int g = 0; g < count; g++)
+            for (int b = 0; b < blocks; b++) acc[g][b] = _mm256_setzero_ps();
+        for (int64_t t = 0; t < n; t++) {
+            __m256 w[3];
+            for (int g = 0; g < count; g++) w[g] = _mm256_set1_ps(weights[g * padded + t]);
+            for (int b = 0; b < blocks; b++) {
+                __m256 v = load_bf16(V + t * dim + i0 + 8 * b);
+                for (int g = 0; g < count; g++) acc[g][b] = _mm256_fmadd_ps(w[g], v, acc[g][b]);
+            }
+        }
+        for (int g = 0; g < count; g++)
+            for (int b = 0; b < blocks; b++) _mm256_storeu_ps(out + g * dim + i0 + 8 * b, acc[g][b]);
+    }
 }
 
 /* Returns 0, or -1 when scratch memory could not be had (the caller falls back). */
@@ -105,24 +134,23 @@ int decode_attention(int threads, int rows, int layer, int kv_heads, int group, 
         uint16_t *V = values[r] + ((int64_t)layer * kv_heads + h) * capacity[r] * dim;
         memcpy(K + past[r] * dim, new_keys + head * dim, dim * sizeof(uint16_t));
         memcpy(V + past[r] * dim, new_values + head * dim, dim * sizeof(uint16_t));
-        float *weights = malloc(sizeof(float) * group * padded);
+        float *weights = malloc(sizeof(float) * 3 * padded);
         if (!weights) {
             failed = 1;
             continue;
         }
-        for (int g = 0; g < group; g++)
-            attention_weights(queries + (head * group + g) * dim, K, n, padded, dim, weights + g * padded);
-        float *o = out + head * group * dim;
-        for (int g0 = 0; g0 < group; g0 += 4) { /* up to 4 queries at a time: 4 accumulators each pass over V */
-            int count = group - g0 < 4 ? group - g0 : 4;
-            for (int i = 0; i < dim; i += 8) {
-                __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-                for (int64_t t = 0; t < n; t++) {
-                    __m256 v = load_bf16(V + t * dim + i);
-                    for (int g = 0; g < count; g++)
-                        acc[g] = _mm256_fmadd_ps(_mm256_set1_ps(weights[(g0 + g) * padded + t]), v, acc[g]);
-                }
-                for (int g = 0; g < count; g++) _mm256_storeu_ps(o + (g0 + g) * dim + i, acc[g]);
+        for (int g0 = 0; g0 < group; g0 += 3) { /* up to 3 queries share each pass over K and V */
+            const float *q = queries + (head * group + g0) * dim;
+            float *o = out + (head * group + g0) * dim;
+            int count = group - g0 < 3 ? group - g0 : 3;
+            if (dim % 32 == 0) {
+                if (count == 3) attend(3, 1, q, K, V, n, padded, dim, weights, o);
+                else if (count == 2) attend(2, 1, q, K, V, n, padded, dim, weights, o);
+                else attend(1, 1, q, K, V, n, padded, dim, weights, o);
+            } else {
+                if (count == 3) attend(3, 0, q, K, V, n, padded, dim, weights, o);
+                else if (count == 2) attend(2, 0, q, K, V, n, padded, dim, weights, o);
+                else attend(1, 0, q, K, V, n, padded, dim, weights, o);
             }
         }
         free(weights);

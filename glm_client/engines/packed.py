@@ -12,7 +12,7 @@ quantization costs them nothing.
 
 Where the native kernels build (native_attention.py), int4 weights are laid out for
 int4_matmul.c instead, which widens each weight once for all rows of a step: 8 rows of all
-the embedded model's layers in 16.8 ms against torch's 22.6 (2 cores; bench/bench_attention.py).
+the embedded model's layers in 17.2 ms against torch's 22.4 (2 cores; bench/bench_attention.py).
 
 Each packed kernel computes a row the same whatever the number of rows (checked
 bit for bit here), so decoding in a batch with other sessions changes no output.
@@ -66,11 +66,12 @@ class PackedLinear:
         self.dense_copied = dense_dtype not in (None, weight.dtype)
         self.dense_weight = self.weight.to(dense_dtype) if self.dense_copied else self.weight
         self.scales: torch.Tensor | None = None
+        self.group = 0  # see LinearParts
         if bits == 8:
             self.weight, self.scales = quantize_int8(self.weight)
         elif bits == 4:
             self.weight, self.scales = (quantize_int4_native if native else quantize_int4)(self.weight)
-        self.group = {8: 0, 4: -INT4_GROUP if native else INT4_GROUP}.get(bits, 0)
+            self.group = -INT4_GROUP if native else INT4_GROUP
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return packed_linear(x, self.parts())

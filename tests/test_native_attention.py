@@ -59,15 +59,8 @@ def expected_attention(
     return weights @ seen_values
 
 
-@pytest.mark.parametrize(
-    ("kv_heads", "group", "dim"),
-    [
-        (3, 3, 64),
-        (1, 1, 8),
-        (2, 5, 128),
-        (4, 8, 64),
-    ],  # the embedded model's shape; groups past 3 take two passes or more
-)
+# the embedded model's shape first; groups past 3 take two passes or more
+@pytest.mark.parametrize(("kv_heads", "group", "dim"), [(3, 3, 64), (1, 1, 8), (2, 5, 128), (4, 8, 64)])
 def test_the_kernel_attends_each_row_over_its_own_cache_and_token(kernel, kv_heads, group, dim):
     torch.manual_seed(0)
     lengths = [0, 6, 7, 8, 9, 300, 1000]  # around the kernel's blocks of 4 tokens, and a fresh cache

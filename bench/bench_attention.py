@@ -7,7 +7,8 @@ The torch path runs two bmm's and a softmax per sequence and layer over float32 
 kernel (native_attention.py) runs them all in one call a layer over bf16 caches, and the rest
 of each layer runs as two TorchScript functions (decode_layers.py) or op by op; the int8 output
 head runs on torch's kernel or on int8_matmul.c, the int4 layers on torch's kernel or on
-int4_matmul.c (the last column: every kernel, what the app runs). This prints, for 1 and 8 sequences at several
+int4_matmul.c, and the small ops between a layer's matmuls fused (native_ops.cpp; the last
+column: every kernel, what the app runs). This prints, for 1 and 8 sequences at several
 context lengths, the median time of one step (--runs steps, the paths taking turns) on each path,
 the ratios, and a cache's bytes a token; then the int4 matmuls of all layers alone, on torch's
 kernel and on int4_matmul.c, for 1 to 8 rows; and how far the torch path's and the kernels'
@@ -97,6 +98,9 @@ def main() -> None:
     op_by_op.scripted = op_by_op.int8_head = scripted.int8_head = None
     paths = {"torch ops": torch_ops, "kernel": op_by_op, "kernel + scripted": scripted, "+ int8 head": head}
     paths["+ int4 kernel"] = FastLlama(base.engine.model)
+    for fast in paths.values():
+        fast.fused_ops = False  # torch's ops between the matmuls, as before native_ops.cpp fused them
+    paths["+ fused ops"] = FastLlama(base.engine.model)
     if paths["+ int8 head"].int8_head is None:
         sys.exit(f"The kernels are not available here: {native_attention.unavailable_reason()}")
     if paths["kernel + scripted"].scripted is None:
@@ -104,10 +108,10 @@ def main() -> None:
     print(f"# Decode steps on the embedded model, int4 weights, CPU, {torch.get_num_threads()} threads\n")
     print(
         "| sequences × context | torch ops (float32 cache) | kernel (bf16 cache) | kernel + scripted layers "
-        "| + int8 head kernel | + int4 kernel | torch / kernel | kernel / + scripted | + scripted / + int8 head "
-        "| + int8 head / + int4 kernel | torch / all kernels |"
+        "| + int8 head kernel | + int4 kernel | + fused ops | torch / kernel | kernel / + scripted "
+        "| + scripted / + int8 head | + int8 head / + int4 kernel | + int4 kernel / + fused ops | torch / all kernels |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     drift = []
     for sequences in SEQUENCES:
         for context in CONTEXTS:
@@ -120,18 +124,20 @@ def main() -> None:
                         times[name].append(elapsed)
             medians = {name: statistics.median(elapsed) * 1000 for name, elapsed in times.items()}
             last = {name: step(fast, caches[name])[1].float() for name, fast in paths.items()}
-            drift.append((last["+ int4 kernel"] - last["torch ops"]).abs().max().item())
-            same = (last["+ int4 kernel"].argmax(-1) == last["torch ops"].argmax(-1)).all().item()
+            drift.append((last["+ fused ops"] - last["torch ops"]).abs().max().item())
+            same = (last["+ fused ops"].argmax(-1) == last["torch ops"].argmax(-1)).all().item()
             ratio = medians["torch ops"] / medians["kernel"]
             by_script = medians["kernel"] / medians["kernel + scripted"]
             by_head = medians["kernel + scripted"] / medians["+ int8 head"]
             by_int4 = medians["+ int8 head"] / medians["+ int4 kernel"]
-            overall = medians["torch ops"] / medians["+ int4 kernel"]
+            by_fused = medians["+ int4 kernel"] / medians["+ fused ops"]
+            overall = medians["torch ops"] / medians["+ fused ops"]
             print(
                 f"| {sequences} × {context} | {medians['torch ops']:.1f} ms | {medians['kernel']:.1f} ms "
                 f"| {medians['kernel + scripted']:.1f} ms | {medians['+ int8 head']:.1f} ms "
-                f"| {medians['+ int4 kernel']:.1f} ms | **{ratio:.2f}x** | **{by_script:.2f}x** | **{by_head:.2f}x** "
-                f"| **{by_int4:.2f}x** | **{overall:.2f}x**{'' if same else ' (a top token differs)'} |"
+                f"| {medians['+ int4 kernel']:.1f} ms | {medians['+ fused ops']:.1f} ms | **{ratio:.2f}x** "
+                f"| **{by_script:.2f}x** | **{by_head:.2f}x** | **{by_int4:.2f}x** | **{by_fused:.2f}x** "
+                f"| **{overall:.2f}x**{'' if same else ' (a top token differs)'} |"
             )
     kilobytes = {}
     for name, fast in paths.items():

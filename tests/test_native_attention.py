@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from glm_client.engines import native_attention
+from glm_client.engines.decode_layers import rms_norm, rotary_split, silu_mul
 from glm_client.engines.native_attention import NativeBuildError, build, cached_build
 from glm_client.engines.packed import INT4_GROUP, PackedLinear
 
@@ -200,3 +201,51 @@ def test_the_int4_operator_refuses_what_it_cannot_read(int4_operator):
         torch.ops.glm_workbench.int4_matmul(torch.randn(2, 48), linear.weight, linear.scales)
     with pytest.raises(RuntimeError, match="float32 scales"):
         torch.ops.glm_workbench.int4_matmul(torch.randn(2, 64), linear.weight, linear.scales.bfloat16())
+
+
+# The fused ops between a layer's matmuls (native_ops.cpp), against the torch ops they replace.
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize(("heads", "kv_heads", "rows"), [(9, 3, 1), (9, 3, 8), (4, 1, 40), (8, 8, 3)])
+def test_the_fused_rotary_split_is_torchs_bit_for_bit(int4_operator, dtype, heads, kv_heads, rows):
+    dim = 64
+    projected = torch.randn(rows, (heads + 2 * kv_heads) * dim).to(dtype)
+    angles = torch.rand(rows, dim // 2) * 50
+    cos, sin = (f(torch.cat((angles, angles), dim=-1)).to(dtype)[:, None] for f in (torch.cos, torch.sin))
+    fused = rotary_split(projected, cos, sin, heads, kv_heads, 0.125, fused=True)
+    expected = rotary_split(projected, cos, sin, heads, kv_heads, 0.125, fused=False)
+    for got, want in zip(fused, expected, strict=True):
+        assert got.dtype == want.dtype and got.shape == want.shape and got.is_contiguous()
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_fused_norm_and_silu_round_as_torchs_ops_do(int4_operator, dtype):
+    """Their float32 sums and exp differ from torch's in the last bits: at most one step of the dtype apart."""
+    x = (torch.randn(8, 576) * 3).to(dtype)
+    weight = (torch.rand(576) + 0.5).to(dtype)
+    step = 2**-7 if dtype == torch.bfloat16 else 1e-5  # bf16's relative rounding step, float32's noise
+    for fused, expected in (
+        (rms_norm(x, weight, 1e-5, fused=True), rms_norm(x, weight, 1e-5, fused=False)),
+        (silu_mul(x, fused=True), silu_mul(x, fused=False)),
+    ):
+        assert fused.dtype == expected.dtype and fused.shape == expected.shape
+        torch.testing.assert_close(fused, expected, rtol=step, atol=step)
+
+
+def test_a_fused_ops_row_does_not_depend_on_the_other_rows(int4_operator):
+    x = torch.randn(300, 1536).to(torch.bfloat16)  # enough rows for several threads
+    weight = torch.rand(1536).to(torch.bfloat16)
+    for op in (lambda rows: rms_norm(rows, weight, 1e-5, fused=True), lambda rows: silu_mul(rows, fused=True)):
+        together = op(x)
+        assert all(torch.equal(op(x[:count]), together[:count]) for count in (1, 7, 299))
+
+
+def test_the_fused_ops_refuse_what_they_cannot_read(int4_operator):
+    with pytest.raises(RuntimeError, match="weight \\[width\\] of x's dtype"):
+        torch.ops.glm_workbench.rms_norm(torch.randn(2, 64), torch.randn(64).bfloat16(), 1e-5)
+    with pytest.raises(RuntimeError, match="2 \\* intermediate"):
+        torch.ops.glm_workbench.silu_mul(torch.randn(2, 63))
+    with pytest.raises(RuntimeError, match="heads \\+ 2 kv_heads"):
+        torch.ops.glm_workbench.rotary_split(
+            torch.randn(2, 64 * 4), torch.randn(2, 1, 64), torch.randn(2, 1, 64), 3, 1, 1.0
+        )

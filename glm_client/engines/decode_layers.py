@@ -8,6 +8,11 @@ GIL back three times (its two functions and the attention kernel) instead of ~30
 with 8 sequences at ~1000 tokens: 59.7 → 55.7 ms a step on an idle machine; with torch on one
 thread beside a Python thread busy 30% of the time, 200 → 142 ms.
 
+Where the native kernels are built, the small ops between a layer's matmuls run fused, in the
+scripted functions and op by op alike (`fused`; native_ops.cpp): the RMSNorms, the rotary
+embedding with the split into queries, keys and values, and SiLU(gate) * up, three ops in place
+of ~25 (a step of 1 sequence 16.7 → 13.8 ms, of 8 sequences 41.3 → 39.8; bench_attention.py).
+
 They compute what fast_llama's eager path computes, op for op (tests/test_engine_fast.py
 checks bit for bit). `torch.jit.script` is deprecated in favour of `torch.compile`, which
 generates and builds C++ code as the app starts; torch is pinned (2.13), and where scripting
@@ -31,14 +36,49 @@ from glm_client.engines.packed import LinearParts, packed_linear
 log = logging.getLogger(__name__)
 
 
-def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+# The fused ops between a layer's matmuls (native_ops.cpp registers their kernels). Defined here, so
+# that the functions below script whether or not the kernels could be built.
+_OPERATORS = torch.library.Library("glm_workbench", "FRAGMENT")
+_OPERATORS.define("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor")
+_OPERATORS.define(
+    "rotary_split(Tensor projected, Tensor cos, Tensor sin, int heads, int kv_heads, float scale) -> (Tensor, Tensor, Tensor)"
+)
+_OPERATORS.define("silu_mul(Tensor gated) -> Tensor")
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float, fused: bool) -> Tensor:
     """RMSNorm as transformers computes it: in float32, rounded to the model's dtype, then scaled."""
+    if fused:
+        return torch.ops.glm_workbench.rms_norm(x, weight, eps)
     return weight * torch.rms_norm(x.float(), [x.shape[-1]], eps=eps).to(x.dtype)
+
+
+def rotary_split(
+    projected: Tensor, cos: Tensor, sin: Tensor, heads: int, kv_heads: int, scale: float, fused: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The rotary embedding of the q/k/v projection's queries and keys: the queries in float32 times
+    `scale` ([rows, kv_heads, group, dim], what the attention reads), the keys and values [rows, kv_heads, dim]."""
+    if fused:
+        return torch.ops.glm_workbench.rotary_split(projected, cos, sin, heads, kv_heads, scale)
+    dim = cos.shape[-1]
+    query_keys = projected[:, : (heads + kv_heads) * dim].view(-1, heads + kv_heads, dim)
+    query_keys = query_keys * cos + rotate_half(query_keys) * sin
+    values = projected[:, (heads + kv_heads) * dim :].view(-1, kv_heads, dim)
+    queries = (query_keys[:, :heads].to(torch.float32) * scale).view(-1, kv_heads, heads // kv_heads, dim).contiguous()
+    return queries, query_keys[:, heads:].contiguous(), values.contiguous()
 
 
 def rotate_half(x: Tensor) -> Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def silu_mul(gated: Tensor, fused: bool) -> Tensor:
+    """SiLU(gate) * up of the gate/up projection ([rows, 2 * intermediate]: the gates, then the ups)."""
+    if fused:
+        return torch.ops.glm_workbench.silu_mul(gated)
+    intermediate = gated.shape[-1] // 2
+    return F.silu(gated[:, :intermediate]) * gated[:, intermediate:]
 
 
 def attention_inputs(
@@ -51,15 +91,12 @@ def attention_inputs(
     kv_heads: int,
     eps: float,
     scale: float,
+    fused: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The attention kernel's queries (float32, scaled, [rows, kv_heads, group, dim]), keys, values and output buffer."""
-    dim = cos.shape[-1]
-    projected = packed_linear(rms_norm(x, norm_weight, eps), qkv)
-    query_keys = projected[:, : (heads + kv_heads) * dim].view(-1, heads + kv_heads, dim)
-    query_keys = query_keys * cos + rotate_half(query_keys) * sin
-    values = projected[:, (heads + kv_heads) * dim :].view(-1, kv_heads, dim)
-    queries = (query_keys[:, :heads].to(torch.float32) * scale).view(-1, kv_heads, heads // kv_heads, dim).contiguous()
-    return queries, query_keys[:, heads:].contiguous(), values.contiguous(), torch.empty_like(queries)
+    projected = packed_linear(rms_norm(x, norm_weight, eps, fused), qkv)
+    queries, keys, values = rotary_split(projected, cos, sin, heads, kv_heads, scale, fused)
+    return queries, keys, values, torch.empty_like(queries)
 
 
 def layer_output(
@@ -69,13 +106,13 @@ def layer_output(
     mlp_norm: Tensor,
     gate_up: LinearParts,
     down: LinearParts,
-    intermediate: int,
     eps: float,
+    fused: bool,
 ) -> Tensor:
     """The layer's output from its input `x` and the kernel's float32 `attended`: projection, residuals and MLP."""
     x = x + packed_linear(attended.view(x.shape[0], -1).to(x.dtype), output)
-    gated = packed_linear(rms_norm(x, mlp_norm, eps), gate_up)
-    return x + packed_linear(F.silu(gated[:, :intermediate]) * gated[:, intermediate:], down)
+    gated = packed_linear(rms_norm(x, mlp_norm, eps, fused), gate_up)
+    return x + packed_linear(silu_mul(gated, fused), down)
 
 
 class DecodeLayers:

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from glm_client.engines import decode_layers, native_attention
-from glm_client.engines.decode_layers import DecodeLayers, rms_norm, rotate_half
+from glm_client.engines.decode_layers import DecodeLayers, rms_norm, rotary_split, silu_mul
 from glm_client.engines.decoding import Row
 from glm_client.engines.native_attention import DecodeStep
 from glm_client.engines.packed import PackedLinear, dense_dtype
@@ -165,6 +165,9 @@ class FastLlama:
         self.vocab_size = config.vocab_size
         # int4 layers on the native kernel where it builds (packed.py), as the head and the attention
         native_int4 = native and native_attention.unavailable_reason() is None
+        # the small ops between the matmuls fused (native_ops.cpp), in every step, so a decode row
+        # computes alike in a step of decode rows only (scripted) and beside a prompt (op by op)
+        self.fused_ops = native_int4
         self.layers = [
             self._pack_layer(layer, weight_bits, self.dense_dtype, native_int4) for layer in model.model.layers
         ]
@@ -248,7 +251,6 @@ class FastLlama:
         decoding: _Decoding | None,
     ) -> torch.Tensor:
         """Every layer, op by op: prompt chunks, mixed steps, and steps without the kernel or TorchScript."""
-        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
         split = _Split.of(rows)
         group = self.heads // self.kv_heads
         # per row, which of its own tokens each query may not see (the same in every layer)
@@ -258,17 +260,13 @@ class FastLlama:
         ]
         for index, layer in enumerate(self.layers):
             h = self._norm(x, layer.attention_norm)
-            qkv = split.apply(layer.qkv, h)
-            query_keys = qkv[:, : (heads + kv_heads) * dim].view(-1, heads + kv_heads, dim)
-            query_keys = query_keys * cos + rotate_half(query_keys) * sin
-            values = qkv[:, (heads + kv_heads) * dim :].view(-1, kv_heads, dim)
-            attended = self._attention(
-                index, rows, later, decoding, query_keys[:, :heads], query_keys[:, heads:], values
+            queries, keys, values = rotary_split(
+                split.apply(layer.qkv, h), cos, sin, self.heads, self.kv_heads, self.scale, self.fused_ops
             )
+            attended = self._attention(index, rows, later, decoding, queries, keys, values)
             x = x + split.apply(layer.output, attended)
             h = self._norm(x, layer.mlp_norm)
-            gate_up = split.apply(layer.gate_up, h)
-            x = x + split.apply(layer.down, F.silu(gate_up[:, : self.intermediate]) * gate_up[:, self.intermediate :])
+            x = x + split.apply(layer.down, silu_mul(split.apply(layer.gate_up, h), self.fused_ops))
         return x
 
     def _decode_layers(
@@ -277,7 +275,16 @@ class FastLlama:
         """Every layer of a step whose rows all decode: two scripted calls and the kernel's (decode_layers.py)."""
         for index, layer in enumerate(self.layers):
             queries, keys, values, attended = scripted.attention_inputs(
-                x, layer.attention_norm, layer.qkv.parts(), cos, sin, self.heads, self.kv_heads, self.eps, self.scale
+                x,
+                layer.attention_norm,
+                layer.qkv.parts(),
+                cos,
+                sin,
+                self.heads,
+                self.kv_heads,
+                self.eps,
+                self.scale,
+                self.fused_ops,
             )
             decoding.kernel.into(decoding.step, index, queries, keys, values, attended)
             x = scripted.layer_output(
@@ -287,13 +294,13 @@ class FastLlama:
                 layer.mlp_norm,
                 layer.gate_up.parts(),
                 layer.down.parts(),
-                self.intermediate,
                 self.eps,
+                self.fused_ops,
             )
         return x
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x, weight, self.eps)
+        return rms_norm(x, weight, self.eps, self.fused_ops)
 
     def _decode_step(self, rows: list[Row[KVCache]]) -> _Decoding | None:
         """The rows the kernel attends for: every decode step (one token), beside prompts or not.
@@ -323,6 +330,8 @@ class FastLlama:
     ) -> torch.Tensor:
         """Write each row's keys/values into its cache and attend over the cache; [tokens, heads * dim].
 
+        `queries` are float32 and scaled, [tokens, kv_heads, group, dim] (rotary_split).
+
         Decode steps go to the kernel in one call (`decoding`). Other rows, and all of them
         without the kernel, as two bmm's per row over [kv_heads, tokens * group, …]: each kv head
         with the queries it serves, the row's own later tokens masked. A one-token row computes
@@ -330,7 +339,6 @@ class FastLlama:
         more at long contexts.)
         """
         group = self.heads // self.kv_heads
-        queries = (queries.to(torch.float32) * self.scale).view(-1, self.kv_heads, group, self.head_dim)
         decoded = None
         if decoding is not None:
             tokens = decoding.tokens

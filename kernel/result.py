@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from kernel.limits import MAX_OBSERVATION_CHARS, MAX_TRACEBACK_FRAMES
-from kernel.text import cap_middle, short_traceback
+from kernel.text import cap_middle, count_repeated_lines, short_traceback
 
 OutputKind = Literal["stream", "result", "display", "error"]
 Status = Literal["ok", "error", "timeout", "died", "interrupted"]
@@ -74,9 +74,10 @@ class ExecutionResult:
         return next((output for output in reversed(self.outputs) if output.kind == "error"), None)
 
     def to_observation(self, max_chars: int = MAX_OBSERVATION_CHARS) -> str:
-        """What the model reads: text in order, images as "[Image]", errors condensed, capped."""
+        """What the model reads: text in order, images as "[Image]", errors condensed, a line
+        repeated many times in a row once with its count, capped."""
         parts = [output.observation() for output in self.outputs]
-        text = _join_lines([part for part in parts if part]) or NO_OUTPUT_OBSERVATION
+        text = count_repeated_lines(_join_lines([part for part in parts if part])) or NO_OUTPUT_OBSERVATION
         return cap_middle(text, max_chars)
 
 

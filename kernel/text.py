@@ -8,6 +8,13 @@ import re
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 # IPython marks the failing line of each frame with an arrow: "----> 5 f()" or "--> 12 g()".
 _ARROW_LINE = re.compile(r"^-*> +\d+")
+# Where an installed module's frame lives: ".../lib/python3.11/site-packages/" (or the standard
+# library's ".../lib/python3.11/"). The module's own path says what failed; the prefix is this
+# server's layout, 10-20 tokens a frame.
+_LIBRARY_PREFIX = re.compile(r"^File \S*?/lib/python3[.\d]*/(?:(?:site|dist)-packages/)?")
+# A line written this many times in a row or more is read once, with a count (a warning or a
+# log line in a loop: matplotlib's "findfont: Font family ... not found." a dozen times).
+MIN_REPEATS_TO_COUNT = 3
 
 
 def strip_ansi(text: str) -> str:
@@ -34,10 +41,29 @@ def cap_middle(text: str, max_chars: int) -> str:
     return text[:head] + omission_marker(omitted) + (text[-tail:] if tail else "")
 
 
+def count_repeated_lines(text: str) -> str:
+    """Write a line repeated MIN_REPEATS_TO_COUNT times in a row or more once, and say how many more times it came."""
+    lines = text.split("\n")
+    kept: list[str] = []
+    index = 0
+    while index < len(lines):
+        end = index + 1
+        while end < len(lines) and lines[end] == lines[index]:
+            end += 1
+        repeats = end - index
+        if repeats >= MIN_REPEATS_TO_COUNT and lines[index]:
+            kept += [lines[index], f"... [the line above {repeats - 1} more times] ..."]
+        else:
+            kept += lines[index:end]
+        index = end
+    return "\n".join(kept)
+
+
 def short_traceback(traceback: list[str], max_frames: int, ename: str = "") -> str:
     """Condense an IPython traceback to each frame's location and failing line.
 
-    `traceback` is the ANSI-free list from an error message. The banner and the
+    `traceback` is the ANSI-free list from an error message; an installed module's frame is
+    named by its path from the package ("matplotlib/axes/_axes.py"). The banner and the
     "ename: ..." lines are dropped (the caller states the error itself); the innermost
     `max_frames` frames are kept because that is where the error happened.
     """
@@ -60,5 +86,6 @@ def _condense_frame(frame: str, ename: str) -> str:
     if not lines:
         return ""
     arrows = [line for line in lines[1:] if _ARROW_LINE.match(line)]
+    location = _LIBRARY_PREFIX.sub("File ", lines[0])
     # A frame without an arrow (a SyntaxError's caret display) is short and all of it matters.
-    return "\n".join([lines[0], *arrows]) if arrows else "\n".join(lines)
+    return "\n".join([location, *arrows]) if arrows else "\n".join([location, *lines[1:]])

@@ -102,6 +102,23 @@ def test_error_after_output_keeps_both_and_strips_ansi(session: KernelSession) -
     assert observation.endswith("ValueError: boom")
 
 
+def test_the_model_reads_library_frames_by_module_and_a_repeated_line_once(session: KernelSession) -> None:
+    code = (
+        "import json, sys\n"
+        "for _ in range(12):\n"
+        "    print(\"findfont: Font family 'Times New Roman' not found.\", file=sys.stderr)\n"
+        "json.loads('{')"
+    )
+    result = session.execute(code)
+    observation = result.to_observation()
+    assert observation.startswith(
+        "findfont: Font family 'Times New Roman' not found.\n... [the line above 11 more times] ...\nCell In["
+    )
+    assert "File json/decoder.py:" in observation and "/lib/python3" not in observation
+    assert result.text.count("findfont") == 12  # the user sees every line
+    assert any("/lib/python3" in frame for frame in result.error.traceback)  # and every frame whole
+
+
 def test_timeout_interrupts_and_keeps_the_session(session: KernelSession) -> None:
     session.execute("kept = 'still here'")
     result = session.execute("while True:\n    pass", timeout=2)

@@ -12,7 +12,7 @@ from kernel.collector import OutputCollector
 from kernel.files import safe_filename
 from kernel.process import INLINE_BACKEND, kernel_env
 from kernel.result import IMAGE_PLACEHOLDER, NO_OUTPUT_OBSERVATION, ExecutionResult, Output
-from kernel.text import cap_middle, short_traceback, strip_ansi
+from kernel.text import cap_middle, count_repeated_lines, short_traceback, strip_ansi
 
 PNG = b"\x89PNG\r\n\x1a\nfake"
 
@@ -114,6 +114,36 @@ def test_syntax_error_is_not_repeated() -> None:
         ["  Cell In[1], line 1\n    def (\n        ^\nSyntaxError: invalid syntax\n"], 5, "SyntaxError"
     )
     assert trace == "  Cell In[1], line 1\n    def (\n        ^"
+
+
+def test_a_library_frame_is_named_from_its_package() -> None:
+    frames = [
+        "File /srv/app/.venv/lib/python3.11/site-packages/matplotlib/axes/_axes.py:5329, in Axes.scatter(self, x)\n"
+        "   5328 if x.size != y.size:\n-> 5329     raise ValueError('x and y must be the same size')\n",
+        "File /usr/lib/python3.12/json/decoder.py:337, in JSONDecoder.decode(self, s)\n--> 337     obj = f()\n",
+        "File /srv/app/lib/python/mine.py:3, in g()\n----> 3 h()\n",  # not a library's layout: kept
+    ]
+    assert short_traceback(frames, 5).splitlines() == [
+        "File matplotlib/axes/_axes.py:5329, in Axes.scatter(self, x)",
+        "-> 5329     raise ValueError('x and y must be the same size')",
+        "File json/decoder.py:337, in JSONDecoder.decode(self, s)",
+        "--> 337     obj = f()",
+        "File /srv/app/lib/python/mine.py:3, in g()",
+        "----> 3 h()",
+    ]
+
+
+def test_a_line_repeated_three_times_or_more_is_read_once_with_its_count() -> None:
+    text = "start\n" + "warn\n" * 12 + "twice\ntwice\n\n\n\nend\nwarn\nwarn\nwarn"
+    assert count_repeated_lines(text).split("\n") == [
+        "start",
+        "warn",
+        "... [the line above 11 more times] ...",
+        *["twice", "twice", "", "", ""],  # two in a row, and blank lines, stay as they are
+        "end",
+        "warn",
+        "... [the line above 2 more times] ...",
+    ]
 
 
 @pytest.mark.parametrize("max_chars", [50, 1000, 20_000])

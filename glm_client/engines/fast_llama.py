@@ -158,7 +158,6 @@ class FastLlama:
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        self.intermediate = config.intermediate_size
         self.eps = config.rms_norm_eps
         self.scale = self.head_dim**-0.5
         self.inv_freq = model.model.rotary_emb.inv_freq.detach().float().clone()

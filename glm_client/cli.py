@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"The model could not be loaded. {error}", file=sys.stderr)
         return 1
     params = {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens}
-    with agent_mode(args.tools, args.interpreter, settings) as (tools, executor, on_interrupt):
+    modes = agent_mode(args.tools, args.interpreter, settings, client.info.context_length)
+    with modes as (tools, executor, on_interrupt):
         system = args.system or (INTERPRETER_SYSTEM if args.interpreter else DEFAULT_SYSTEM)
         chat = TerminalChat(client, system, tools, executor, settings.max_rounds, on_interrupt)
         chat.run({name: value for name, value in params.items() if value is not None})
@@ -79,9 +80,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @contextlib.contextmanager
 def agent_mode(
-    use_tools: bool, use_interpreter: bool, settings: Settings
+    use_tools: bool, use_interpreter: bool, settings: Settings, context_tokens: int
 ) -> Iterator[tuple[list[ToolSchema] | None, Executor | None, Callable[[], None]]]:
-    """The tools to offer, the executor that runs their calls, and what Ctrl-C should also do."""
+    """The tools to offer, the executor that runs their calls (results read within the model's
+    `context_tokens`), and what Ctrl-C should also do."""
     schemas: list[ToolSchema] = []
     run_tool = run_code = None
     session = None
@@ -90,10 +92,11 @@ def agent_mode(
     if use_interpreter:
         from kernel import KernelSession
         from kernel.executor import kernel_executor
+        from kernel.limits import observation_chars
 
         session = KernelSession(memory_limit_bytes=settings.kernel_memory_mb * 2**20)
         schemas.append(INTERPRETER_TOOL)
-        run_code = kernel_executor(session, settings.kernel_timeout_s)
+        run_code = kernel_executor(session, settings.kernel_timeout_s, max_chars=observation_chars(context_tokens))
 
     def execute(call: ToolCall) -> Message:
         runner = run_code if call.is_interpreter and run_code else run_tool

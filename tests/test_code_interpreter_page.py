@@ -13,6 +13,7 @@ import sandbox.policy
 import ui.model
 from glm_client import INTERPRETER, ToolCall
 from glm_client.testing import ScriptedClient
+from kernel.limits import observation_chars
 
 PAGE = str(Path(__file__).resolve().parent.parent / "modes" / "code_interpreter.py")
 PLOT = "import matplotlib.pyplot as plt\nprint('before')\nplt.plot([1, 4, 9])\nplt.show()\nprint('after')"
@@ -55,6 +56,16 @@ def test_an_error_in_the_code_goes_back_to_the_model(page):
     app.chat_input(key="code_interpreter_input").set_value("Divide by zero").run()
     observation = client.requests[1][0][-1]
     assert observation.is_error and "ZeroDivisionError" in observation.content
+
+
+def test_the_model_reads_as_much_of_a_result_as_its_context_holds(page):
+    app, client = page
+    client.queue([ToolCall(INTERPRETER, {"code": "print(list(range(5000)))"})], "Those are the numbers.")
+    app.chat_input(key="code_interpreter_input").set_value("Print the numbers below 5000").run()
+    observation = client.requests[1][0][-1]
+    assert len(observation.content) <= observation_chars(client.info.context_length) == 1024
+    assert observation.content.startswith("[0, 1, 2") and observation.content.endswith("4998, 4999]\n")
+    assert observation.meta["full_text"] == str(list(range(5000))) + "\n"  # the user's copy is whole
 
 
 def test_files_written_by_code_get_download_buttons(page):

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from glm_client import Message, Notice, ToolCall
+from glm_client import INTERPRETER, Done, Message, Notice, ToolCall
 from glm_client.agent import ObservationEvent, RoundLimitReached, round_limit_notice, run_turn
 from glm_client.dialects.base import INTERPRETER_TOOL
 from kernel import KernelSession
 from kernel.executor import kernel_executor
+from kernel.limits import observation_chars
 
 pytestmark = [pytest.mark.model, pytest.mark.kernel]
 
@@ -75,3 +76,21 @@ def test_model_code_runs_in_the_kernel_and_the_model_reads_the_output(embedded_c
     assert final.meta["notices"] == [round_limit_notice(1)]
     limit = events.index(RoundLimitReached(1))
     assert events[limit + 1] == Notice(round_limit_notice(1))
+
+
+def test_a_long_printed_list_leaves_the_model_room_for_the_next_round(embedded_client, tmp_path):
+    """Printed numbers take a token a digit: the model reads a share of the result its context holds."""
+    call = ToolCall(INTERPRETER, {"code": "print(list(range(5000)))"}, id="call_1")
+    max_chars = observation_chars(embedded_client.info.context_length)
+    with KernelSession(tmp_path / "work") as session:
+        observation = kernel_executor(session, timeout=30, max_chars=max_chars)(call)
+    assert observation.content.startswith("[0, 1, 2") and observation.content.endswith("4998, 4999]\n")
+    assert observation.meta["full_text"] == str(list(range(5000))) + "\n"  # the user's copy is whole
+    conversation = [
+        Message.system(SYSTEM),
+        Message.user("Print the numbers below 5000."),
+        Message.assistant("", [call]),
+    ]
+    conversation.append(observation)
+    done = [event for event in embedded_client.stream(conversation, max_new_tokens=4) if isinstance(event, Done)]
+    assert done[-1].finish_reason != "error", done[-1].error

@@ -7,7 +7,7 @@
 // only. Their schemas are defined in packed.py and decode_layers.py, so the functions script
 // even where this file is not built (they then never reach it).
 //
-// Why fused: between its matmuls a layer ran ~35 torch ops on a few rows (conversions, slices,
+// Why fused: between its matmuls a layer ran ~25 torch ops on a few rows (conversions, slices,
 // a composite RMSNorm of 8 ops), each costing more in dispatch than in arithmetic. Each op here
 // rounds where torch's ops round (to the model's dtype after each step), so the rotary embedding
 // is torch's bit for bit; the RMSNorm's sum and SiLU's exp differ from torch's in the last float bits.

@@ -200,7 +200,7 @@ def execute_call(call: ToolCall, executor: Executor) -> Message:
     """Run one call; every failure becomes an observation the model can act on."""
     if call.parse_error:
         return Message.observation(
-            f"Your tool call could not be parsed: {call.parse_error}",
+            f"Your tool call was not run: {call.parse_error}",
             name=call.name or None,
             tool_call_id=call.id,
             is_error=True,

@@ -208,7 +208,16 @@ class LocalClient(StreamingClient):
                     looped = True
                     break
             raw.append(stops.feed(decoder.flush()) + stops.flush())
-            tail = parser.feed(raw[-1]) + parser.finish()
+            tail = parser.feed(raw[-1])
+            ended = stops.stopped or parser.ended  # before finish(), which ends the parser whatever it held
+            tail += parser.finish()
+            if looped or (generated >= settings.max_new_tokens and not ended):
+                # The reply was cut off inside a call: the model did not finish that code or those
+                # arguments, so it is answered with why, and not run.
+                cut_by = "was stopped as a loop" if looped else f"reached max_new_tokens={settings.max_new_tokens}"
+                for event in tail:
+                    if isinstance(event, ToolCall) and not event.parse_error:
+                        event.parse_error = f"The reply {cut_by} before the call ended, so it was not run."
             made_call = made_call or any(isinstance(event, ToolCall) for event in tail)
             yield from tail
             if looped:

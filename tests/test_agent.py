@@ -32,9 +32,7 @@ def test_a_malformed_call_becomes_an_error_observation_without_running_anything(
     conversation = [Message.user("go")]
     list(run_turn(scripted, conversation, lambda call: ran.append(call) or Message.observation("x")))
     assert ran == []
-    assert (
-        conversation[2].is_error and "could not be parsed: The tool call is not valid JSON." in conversation[2].content
-    )
+    assert conversation[2].is_error and "was not run: The tool call is not valid JSON." in conversation[2].content
 
 
 def test_an_executor_that_raises_is_reported_to_the_model(scripted):

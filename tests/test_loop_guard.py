@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from glm_client import Done, LocalClient, Message, Notice, TextDelta, ToolCall
+from glm_client.agent import run_turn
 from glm_client.config import ConfigError, GenerationParams
 from glm_client.dialects.base import INTERPRETER_TOOL
 from glm_client.engines.base import EngineInfo
@@ -77,21 +78,49 @@ def replay(embedded_client: LocalClient, reply: str, **params: object) -> tuple[
 
 
 @pytest.mark.model
-def test_a_looping_code_block_ends_where_it_stopped_with_a_notice(embedded_client: LocalClient) -> None:
+def test_a_looping_code_block_ends_where_it_stopped_and_is_not_run(embedded_client: LocalClient) -> None:
     reply = "I will draw it.\n\n```python\nimport numpy as np\n" + "import random\n" * 80 + "```\n"
     engine = ReplayEngine(embedded_client.engine.tokenizer, reply)
     client = LocalClient(engine, embedded_client.dialect)  # type: ignore[arg-type]
     events = list(client.stream([Message.user("Plot a sine.")], [INTERPRETER_TOOL], max_new_tokens=2000))
 
     assert engine.taken < len(engine.ids) // 2  # the loop was not written to the end
-    (call,) = [event for event in events if isinstance(event, ToolCall)]  # runs as at max_new_tokens
+    (call,) = [event for event in events if isinstance(event, ToolCall)]  # the code so far, to show
     assert call.name == "interpreter" and call.arguments["code"].startswith("import numpy as np\nimport random\n")
     assert call.arguments["code"].count("import random") < 40
+    assert call.parse_error == "The reply was stopped as a loop before the call ended, so it was not run."
     notices = [event.message for event in events if isinstance(event, Notice)]
     assert notices == [
         "Stopped the reply: the model was writing the same text over and over (loop_stop_tokens=64; 0 lets it run on)."
     ]
     assert isinstance(events[-1], Done)
+
+
+@pytest.mark.model
+def test_a_call_cut_off_at_max_new_tokens_is_answered_not_run(embedded_client: LocalClient) -> None:
+    code = "import os\nfor name in os.listdir():\n    os.remove(name)\nprint('cleaned')"
+    tokenizer = embedded_client.engine.tokenizer
+    client = LocalClient(ReplayEngine(tokenizer, f"```python\n{code}\n```\n"), embedded_client.dialect)  # type: ignore[arg-type]
+    ran: list[str] = []
+
+    def execute(call: ToolCall) -> Message:
+        ran.append(call.code or "")
+        return Message.observation("cleaned", name=call.name, tool_call_id=call.id)
+
+    def turn(**params: object) -> tuple[list[Message], list[ToolCall]]:
+        conversation = [Message.user("Clean up.")]
+        events = list(run_turn(client, conversation, execute, [INTERPRETER_TOOL], max_rounds=1, **params))
+        return conversation, [event for event in events if isinstance(event, ToolCall)]
+
+    cut = len(tokenizer.encode("```python\nimport os\nfor name in os.listdir():\n", add_special_tokens=False))
+    conversation, (call,) = turn(max_new_tokens=cut)
+    assert call.code.startswith("import os\nfor name in os.listdir():") and "remove" not in call.code
+    assert call.parse_error == f"The reply reached max_new_tokens={cut} before the call ended, so it was not run."
+    assert ran == []  # the loop's body was never written: nothing ran
+    assert conversation[2].is_error and conversation[2].content == f"Your tool call was not run: {call.parse_error}"
+
+    turn(max_new_tokens=200)  # the same reply written to its end runs
+    assert ran == [code]
 
 
 @pytest.mark.model

@@ -90,7 +90,7 @@ def test_a_long_printed_list_leaves_the_model_room_for_the_next_round(embedded_c
         Message.system(SYSTEM),
         Message.user("Print the numbers below 5000."),
         Message.assistant("", [call]),
+        observation,
     ]
-    conversation.append(observation)
     done = [event for event in embedded_client.stream(conversation, max_new_tokens=4) if isinstance(event, Done)]
     assert done[-1].finish_reason != "error", done[-1].error

@@ -175,7 +175,7 @@ def show_image(data: bytes) -> None:
 def call_title(call: ToolCall) -> str:
     """A call's one-line title, already a safe label (the name and arguments are the model's)."""
     if call.parse_error:
-        return safe_label(f"Call {call.name or ''} not run".replace("  ", " "))
+        return safe_label(f"Call {call.name} not run" if call.name else "Call not run")
     if call.is_interpreter:
         return "Code"
     arguments = json.dumps(call.arguments, ensure_ascii=False)

@@ -27,7 +27,6 @@ from glm_client.agent import run_turn
 from glm_client.dialects.base import INTERPRETER_TOOL
 from kernel import KernelSession
 from kernel.executor import kernel_executor
-from kernel.limits import observation_chars
 from sandbox.bwrap import MOUNT_POINT
 from tools import get_tools
 from tools.executor import tool_executor
@@ -142,8 +141,7 @@ def attempt(client, task: Task, max_new_tokens: int, workroot: Path, index: int)
         kernel = KernelSession(workdir)
         where = MOUNT_POINT if kernel.sandbox.sandboxed else "the current working directory"
         conversation = [Message.system(CODE_INTERPRETER_SYSTEM_PROMPT.format(cwd=where)), Message.user(task.question)]
-        max_chars = observation_chars(client.info.context_length)  # as the app reads results
-        executor, tools = kernel_executor(kernel, timeout=60, max_chars=max_chars), [INTERPRETER_TOOL]
+        executor, tools = kernel_executor(kernel, timeout=60), [INTERPRETER_TOOL]
     started = time.perf_counter()
     try:
         for _ in run_turn(client, conversation, executor, tools, temperature=0.0, max_new_tokens=max_new_tokens):

@@ -3,7 +3,7 @@
 generate → parse calls → execute each → append observations → generate again,
 until the model answers without a call. The turn always ends in words: after
 `max_rounds` rounds of calls, or when the model repeats a call it already has the
-result of, one last round runs with no tools offered. The
+answer to (its result, or why it was not run), one last round runs with no tools offered. The
 conversation list is extended in place as each message completes, so whatever
 happens (stop, error, round limit) the text written so far is kept. Each message is
 final when it is appended and never changed after: `on_message(index, message)` hears
@@ -25,6 +25,7 @@ from glm_client.config import DEFAULT_MAX_ROUNDS
 from glm_client.dialects.base import ToolSchema, function_of
 from glm_client.events import Done, Event, Notice, ReasoningDelta, TextDelta
 from glm_client.messages import Message, ToolCall
+from glm_client.observations import fit_observation, observation_chars
 
 Executor = Callable[[ToolCall], Message]
 MessageListener = Callable[[int, Message], None]
@@ -67,9 +68,10 @@ def run_turn(
     `force_tool` ("any" or a tool name) constrains the first round only, so the model
     can answer in words once it has the result. Notices (trimmed history, the round
     limit) are kept in the message's `meta["notices"]` so a redraw shows them again;
-    an observation keeps how long its call ran in `meta["duration_s"]`. A thinking model's
-    thoughts go to the reply's `reasoning` (a stopped reply's too), the time it thought to
-    `meta["thinking_s"]`.
+    an observation keeps how long its call ran in `meta["duration_s"]`, and the model reads
+    as much of it as its context holds (observations.py; the whole text stays in
+    `meta["full_text"]`). A thinking model's thoughts go to the reply's `reasoning` (a
+    stopped reply's too), the time it thought to `meta["thinking_s"]`.
 
     Each reply also keeps what the prompt inspector needs to show its round again:
     `meta["model"]` (`model_name`, or the client's), `meta["params"]` and
@@ -82,7 +84,8 @@ def run_turn(
         if on_message is not None:
             on_message(len(conversation) - 1, message)
 
-    results: dict[str, Message] = {}  # each call executed in this turn, by name and arguments
+    results: dict[str, Message] = {}  # each call answered in this turn, by call_key
+    max_chars = observation_chars(client.info.context_length)
     words_only = False  # the round limit was reached or a call repeated: the last round offers no tools
     for round_index in range(max_rounds + 1):
         text: list[str] = []
@@ -136,16 +139,20 @@ def run_turn(
             if cancel is not None and cancel.is_set():
                 return
             started = time.perf_counter()
-            key = json.dumps([call.name, call.arguments], sort_keys=True, default=str)
-            if key in results and not call.parse_error:
-                # A small model repeats a call it has the result of until the round limit: answer instead.
+            key = call_key(call)
+            if key in results:
+                # A small model repeats a call it has the answer to until the round limit (one that was
+                # not run too, word for word: a loop cut off 4 times running): answer instead.
                 observation = Message.observation(
-                    ALREADY_CALLED.format(name=call.name), name=call.name, tool_call_id=call.id
+                    ALREADY_NOT_RUN if call.parse_error else ALREADY_CALLED.format(name=call.name),
+                    name=call.name or None,
+                    tool_call_id=call.id,
+                    is_error=bool(call.parse_error),
                 )
                 words_only = True
             else:
                 try:
-                    observation = execute_call(call, executor)
+                    observation = fit_observation(execute_call(call, executor), max_chars)
                 except BaseException:
                     # The user stopped the page mid-call: record that, so the call is never left unanswered.
                     add(
@@ -168,6 +175,18 @@ ALREADY_CALLED = (
     "You already called `{name}` with these arguments in this turn; its result is above. "
     "Answer the user now from the results you have."
 )
+ALREADY_NOT_RUN = (
+    "You already wrote this same call in this turn, and it was not run, for the reason above. "
+    "Answer the user now from the results you have."
+)
+
+
+def call_key(call: ToolCall) -> str:
+    """What makes two calls the same: name and arguments; for one that could not run, also what the
+    model wrote and why (two malformed calls may both have no arguments)."""
+    if call.parse_error:
+        return json.dumps([call.name, call.arguments, call.raw, call.parse_error], sort_keys=True, default=str)
+    return json.dumps([call.name, call.arguments], sort_keys=True, default=str)
 
 
 class ThinkingClock:

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"The model could not be loaded. {error}", file=sys.stderr)
         return 1
     params = {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens}
-    modes = agent_mode(args.tools, args.interpreter, settings, client.info.context_length)
+    modes = agent_mode(args.tools, args.interpreter, settings)
     with modes as (tools, executor, on_interrupt):
         system = args.system or (INTERPRETER_SYSTEM if args.interpreter else DEFAULT_SYSTEM)
         chat = TerminalChat(client, system, tools, executor, settings.max_rounds, on_interrupt)
@@ -80,10 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @contextlib.contextmanager
 def agent_mode(
-    use_tools: bool, use_interpreter: bool, settings: Settings, context_tokens: int
+    use_tools: bool, use_interpreter: bool, settings: Settings
 ) -> Iterator[tuple[list[ToolSchema] | None, Executor | None, Callable[[], None]]]:
-    """The tools to offer, the executor that runs their calls (results read within the model's
-    `context_tokens`), and what Ctrl-C should also do."""
+    """The tools to offer, the executor that runs their calls, and what Ctrl-C should also do."""
     schemas: list[ToolSchema] = []
     run_tool = run_code = None
     session = None
@@ -92,11 +91,10 @@ def agent_mode(
     if use_interpreter:
         from kernel import KernelSession
         from kernel.executor import kernel_executor
-        from kernel.limits import observation_chars
 
         session = KernelSession(memory_limit_bytes=settings.kernel_memory_mb * 2**20)
         schemas.append(INTERPRETER_TOOL)
-        run_code = kernel_executor(session, settings.kernel_timeout_s, max_chars=observation_chars(context_tokens))
+        run_code = kernel_executor(session, settings.kernel_timeout_s)
 
     def execute(call: ToolCall) -> Message:
         runner = run_code if call.is_interpreter and run_code else run_tool

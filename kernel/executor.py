@@ -9,7 +9,7 @@ from collections.abc import Callable
 from glm_client.agent import Executor
 from glm_client.messages import Message, ToolCall
 from glm_client.worker_thread import WorkerThread
-from kernel.limits import INTERRUPT_GRACE_S, MAX_OBSERVATION_CHARS
+from kernel.limits import INTERRUPT_GRACE_S
 from kernel.result import ExecutionResult
 from kernel.session import KernelSession
 
@@ -17,12 +17,11 @@ from kernel.session import KernelSession
 POLL_S = 0.25
 
 
-def observation_of(
-    result: ExecutionResult, call_id: str | None = None, max_chars: int = MAX_OBSERVATION_CHARS
-) -> Message:
-    """The model reads the text capped at `max_chars`, with `[Image]` in place; the user sees every output."""
+def observation_of(result: ExecutionResult, call_id: str | None = None) -> Message:
+    """The model reads the text capped, with `[Image]` in place (the agent caps it further for a
+    short context, glm_client/observations.py); the user sees every output."""
     message = Message.observation(
-        result.to_observation(max_chars),
+        result.to_observation(),
         name="interpreter",
         tool_call_id=call_id,
         images=result.images,
@@ -40,10 +39,8 @@ def kernel_executor(
     session: KernelSession,
     timeout: float,
     on_wait: Callable[[float], None] | None = None,
-    max_chars: int = MAX_OBSERVATION_CHARS,
 ) -> Executor:
-    """An executor for `run_turn` that runs interpreter calls in `session`; the model reads at
-    most `max_chars` of each result (`observation_chars` of its context).
+    """An executor for `run_turn` that runs interpreter calls in `session`.
 
     With `on_wait`, the code runs in a worker thread while the caller's thread gets
     `on_wait(elapsed_s)` every POLL_S: a Streamlit page stopped there (Stop button)
@@ -68,7 +65,7 @@ def kernel_executor(
 
     def run(code: str, call_id: str) -> Message:
         if on_wait is None:
-            return observation_of(session.execute(code, timeout=timeout), call_id, max_chars)
+            return observation_of(session.execute(code, timeout=timeout), call_id)
         started = time.monotonic()
         worker = WorkerThread(lambda: session.execute(code, timeout=timeout))
         try:
@@ -79,7 +76,7 @@ def kernel_executor(
             session.interrupt()
             worker.join(INTERRUPT_GRACE_S)
             raise
-        return observation_of(worker.result(), call_id, max_chars)
+        return observation_of(worker.result(), call_id)
 
     return execute
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from glm_client.config import DEFAULT_KERNEL_MEMORY_MB, DEFAULT_KERNEL_TIMEOUT_S
 
+# What the model reads of one execution at most (glm_client/observations.py), named with the other limits.
+from glm_client.observations import MAX_OBSERVATION_CHARS as MAX_OBSERVATION_CHARS
+
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
@@ -26,9 +29,6 @@ DEFAULT_MEMORY_LIMIT = DEFAULT_KERNEL_MEMORY_MB * MiB
 MAX_RESULT_TEXT_CHARS = 2_000_000
 MAX_RESULT_BINARY_BYTES = 50 * MiB
 
-# What the model reads of one execution (head and tail are kept, the middle is dropped), with a
-# long context; a shorter one reads less (observation_chars).
-MAX_OBSERVATION_CHARS = 20_000
 # Frames of a traceback shown to the model; the innermost ones say the most.
 MAX_TRACEBACK_FRAMES = 5
 
@@ -40,13 +40,3 @@ MAX_SESSION_UPLOAD_BYTES = 1000 * 1000 * 1000
 MAX_LISTED_FILES = 1000
 # Directory entries looked at to find them (a huge listing in one folder costs its whole read).
 MAX_SCANNED_ENTRIES = 20_000
-
-
-def observation_chars(context_tokens: int) -> int:
-    """What a model whose context holds `context_tokens` reads of one execution: a quarter of its
-    context at a token a character, and no more than MAX_OBSERVATION_CHARS (0: a server that does not say).
-
-    Printed numbers take a token a digit: 20,000 characters of a printed list were 19,976 tokens
-    for the embedded model, past its 8,192-token context, so the round after it could not run.
-    """
-    return min(MAX_OBSERVATION_CHARS, context_tokens // 4) if context_tokens > 0 else MAX_OBSERVATION_CHARS

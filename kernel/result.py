@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from glm_client.observations import cap_middle
 from kernel.limits import MAX_OBSERVATION_CHARS, MAX_TRACEBACK_FRAMES
-from kernel.text import cap_middle, count_repeated_lines, short_traceback
+from kernel.text import count_repeated_lines, short_traceback
 
 OutputKind = Literal["stream", "result", "display", "error"]
 Status = Literal["ok", "error", "timeout", "died", "interrupted"]

@@ -22,25 +22,6 @@ def strip_ansi(text: str) -> str:
     return _ANSI_ESCAPE.sub("", text)
 
 
-def omission_marker(omitted: int) -> str:
-    return f"\n... [{omitted} characters omitted] ...\n"
-
-
-def cap_middle(text: str, max_chars: int) -> str:
-    """Keep the head and tail of `text` within `max_chars`, marking what was cut.
-
-    Head and tail both matter: the head says what ran, the tail holds the final error or result.
-    """
-    if len(text) <= max_chars:
-        return text
-    # The marker's own length depends on the count it reports; size it for the worst case.
-    budget = max(max_chars - len(omission_marker(len(text))), 0)
-    head = budget // 2
-    tail = budget - head
-    omitted = len(text) - head - tail
-    return text[:head] + omission_marker(omitted) + (text[-tail:] if tail else "")
-
-
 def count_repeated_lines(text: str) -> str:
     """Write a line repeated MIN_REPEATS_TO_COUNT times in a row or more once, and say how many more times it came."""
     lines = text.split("\n")

@@ -10,7 +10,6 @@ from glm_client.dialects.base import INTERPRETER_TOOL
 from kernel import KernelSession, KernelUnavailable, shutdown_idle
 from kernel.executor import kernel_executor
 from kernel.gateway import configured_gateway
-from kernel.limits import observation_chars
 from sandbox.bwrap import MOUNT_POINT
 from sandbox.policy import configured_sandbox
 from ui.conversation import CallProgress
@@ -132,6 +131,5 @@ if submission is not None and (submission.text.strip() or submission.files):
     page.add_user_message(text.strip())
 
 progress = CallProgress()
-max_chars = observation_chars(page.client.info.context_length)
-executor = kernel_executor(kernel, settings().kernel_timeout_s, on_wait=progress, max_chars=max_chars)
+executor = kernel_executor(kernel, settings().kernel_timeout_s, on_wait=progress)
 page.respond(page.start_turn(executor, [INTERPRETER_TOOL], max_rounds=settings().max_rounds, **params), progress)

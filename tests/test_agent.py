@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from glm_client import Done, Message, Notice, TextDelta, ToolCall
-from glm_client.agent import ALREADY_CALLED, ObservationEvent, RoundLimitReached, round_limit_notice, run_turn
+from glm_client.agent import (
+    ALREADY_CALLED,
+    ALREADY_NOT_RUN,
+    ObservationEvent,
+    RoundLimitReached,
+    round_limit_notice,
+    run_turn,
+)
 
 TOOL = {"type": "function", "function": {"name": "f", "description": "A tool.", "parameters": {"type": "object"}}}
 
@@ -95,6 +102,60 @@ def test_a_repeated_call_is_not_run_again_and_the_model_is_asked_to_answer(scrip
         "assistant",
     ]
     assert conversation[-1].content == "6 times 7 is 42."
+
+
+# A load run's Code Interpreter turn (bench_load.py): the embedded model's reply was stopped as a
+# loop inside its code, and it wrote the same reply, to the token, in each of the next 4 rounds.
+LOOPED_CODE = (
+    "import numpy as np\n\ndef u6t6_marker():\n    return lambda x=[x[i][:,:],x[:j]+2*k:(x[i+1:]+(x[i+2:-1]*2)+2):**\n"
+    "       plt.gca().axis([-1,1,None,1])\n      plt.gca().set_label('%d-marker%d-marker-%d-marker-%d-marker-%d-marker-%"
+)
+LOOP_CUT = "The reply was stopped as a loop before the call ended, so it was not run."
+
+
+def looped_call(call_id: str) -> ToolCall:
+    return ToolCall("interpreter", {"code": LOOPED_CODE}, id=call_id, raw=LOOPED_CODE, parse_error=LOOP_CUT)
+
+
+def test_a_call_not_run_and_written_again_word_for_word_ends_the_calls(scripted):
+    ran: list[ToolCall] = []
+    scripted.queue([looped_call("c1")], [looped_call("c2")], "I could not write that code.")
+    conversation = [Message.user("Print a marker and plot [1, 2, 3].")]
+    list(run_turn(scripted, conversation, lambda call: ran.append(call) or Message.observation("ran"), [TOOL]))
+    assert ran == []
+    first, second = (m for m in conversation if m.role == "observation")
+    assert first.content == f"Your tool call was not run: {LOOP_CUT}"
+    assert (second.content, second.tool_call_id, second.is_error) == (ALREADY_NOT_RUN, "c2", True)
+    assert [tools for _, tools, _ in scripted.requests] == [[TOOL], [TOOL], None]  # the third round answers
+    assert conversation[-1].content == "I could not write that code."
+
+
+def test_two_different_malformed_calls_are_each_answered_with_their_error(scripted):
+    """Both have no arguments; what the model wrote differs, so the second is no repeat."""
+    bad = "The tool call is not valid JSON."
+    scripted.queue(
+        [ToolCall("", raw='{"name": "f", "arguments": {', parse_error=bad)],
+        [ToolCall("", raw='{"name": "f" "arguments": {}}', parse_error=bad)],
+        "Sorry.",
+    )
+    conversation = [Message.user("go")]
+    list(run_turn(scripted, conversation, echo_executor, [TOOL]))
+    answers = [m.content for m in conversation if m.role == "observation"]
+    assert answers == [f"Your tool call was not run: {bad}"] * 2
+    assert [tools for _, tools, _ in scripted.requests] == [[TOOL], [TOOL], [TOOL]]
+
+
+def test_the_model_reads_as_much_of_a_result_as_its_context_holds(scripted):
+    """Any executor's result: the scripted model's 4,096-token context reads 1,024 characters of it."""
+    numbers = " ".join(str(n) for n in range(2000))
+    scripted.queue([ToolCall("f", {})], "Many numbers.")
+    conversation = [Message.user("count")]
+    list(run_turn(scripted, conversation, lambda call: Message.observation(numbers), [TOOL]))
+    read = scripted.requests[1][0][-1]
+    assert len(read.content) <= 1024 < len(numbers)
+    assert read.content.startswith("0 1 2 3") and read.content.endswith("1998 1999")
+    assert read.content.count("characters omitted") == 1
+    assert read.meta["full_text"] == numbers  # the user's copy is whole
 
 
 def test_force_tool_applies_to_the_first_round_only(scripted):

@@ -12,8 +12,8 @@ import kernel
 import sandbox.policy
 import ui.model
 from glm_client import INTERPRETER, ToolCall
+from glm_client.observations import observation_chars
 from glm_client.testing import ScriptedClient
-from kernel.limits import observation_chars
 
 PAGE = str(Path(__file__).resolve().parent.parent / "modes" / "code_interpreter.py")
 PLOT = "import matplotlib.pyplot as plt\nprint('before')\nplt.plot([1, 4, 9])\nplt.show()\nprint('after')"

@@ -12,9 +12,9 @@ import pytest
 from glm_client import INTERPRETER, Done, Message, Notice, ToolCall
 from glm_client.agent import ObservationEvent, RoundLimitReached, round_limit_notice, run_turn
 from glm_client.dialects.base import INTERPRETER_TOOL
+from glm_client.observations import fit_observation, observation_chars
 from kernel import KernelSession
 from kernel.executor import kernel_executor
-from kernel.limits import observation_chars
 
 pytestmark = [pytest.mark.model, pytest.mark.kernel]
 
@@ -83,7 +83,7 @@ def test_a_long_printed_list_leaves_the_model_room_for_the_next_round(embedded_c
     call = ToolCall(INTERPRETER, {"code": "print(list(range(5000)))"}, id="call_1")
     max_chars = observation_chars(embedded_client.info.context_length)
     with KernelSession(tmp_path / "work") as session:
-        observation = kernel_executor(session, timeout=30, max_chars=max_chars)(call)
+        observation = fit_observation(kernel_executor(session, timeout=30)(call), max_chars)  # as run_turn does
     assert observation.content.startswith("[0, 1, 2") and observation.content.endswith("4998, 4999]\n")
     assert observation.meta["full_text"] == str(list(range(5000))) + "\n"  # the user's copy is whole
     conversation = [

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
+from glm_client.observations import cap_middle
 from kernel.collector import OutputCollector
 from kernel.files import safe_filename
 from kernel.process import INLINE_BACKEND, kernel_env
 from kernel.result import IMAGE_PLACEHOLDER, NO_OUTPUT_OBSERVATION, ExecutionResult, Output
-from kernel.text import cap_middle, count_repeated_lines, short_traceback, strip_ansi
+from kernel.text import count_repeated_lines, short_traceback, strip_ansi
 
 PNG = b"\x89PNG\r\n\x1a\nfake"
 

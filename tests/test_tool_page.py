@@ -40,6 +40,20 @@ def test_a_call_runs_the_real_tool_and_the_model_reads_its_result(page):
     assert {"calculator", "unit_convert", "get_current_time"} <= offered and "shell" not in offered
 
 
+def test_the_model_reads_as_much_of_a_long_result_as_its_context_holds(page):
+    """2**4000 has 1,205 digits, a token a digit: the scripted model's 4,096-token context reads 1,024 characters."""
+    app, client = page
+    client.queue([ToolCall("calculator", {"expression": "2**4000"})], "A big number.")
+    app.chat_input(key="tool_input").set_value("What is 2 to the 4000th?").run()
+    assert not app.exception
+    observation = client.requests[1][0][-1]
+    digits = str(2**4000)
+    assert len(observation.content) <= 1024 < len(digits)
+    assert observation.content.startswith(digits[:400]) and observation.content.endswith(digits[-400:])
+    assert "characters omitted" in observation.content
+    assert observation.meta["full_text"] == digits  # the user's copy is whole
+
+
 def test_disabled_tools_are_listed_as_disabled(page):
     app, _ = page
     sidebar_text = " ".join(md.value for md in app.sidebar.markdown)

@@ -13,6 +13,11 @@ opens the modes through the sidebar and repeats, each mode in its own conversati
 - Code Interpreter: asks for a python block that prints `u<user>t<turn>-marker` and plots;
   whether the model writes and runs it is up to the model (counted apart, see below).
 
+A turn fails when it breaks: an error shown, a stuck page (its reply unchanged for 60 s),
+no finished reply within `--turn-timeout` (600 s), or a reply the store lost, misplaced or
+left incomplete. A slow turn that keeps streaming finishes: its time counts, and turns that
+took over 180 s are listed.
+
 Per mode it prints turns completed and failed, the time from Enter to the first text painted
 in the new reply's bubble and to the finished reply (controls back, script idle), p50 and
 p95; then the app's RSS, kernel processes and CPU over time, before, during and after the
@@ -115,6 +120,22 @@ TURN_STATE_JS = """
   return text.includes('▌') ? false : 'done';
 }
 """
+# The turn's reply as painted, to tell a page that still changes (tokens, a new round, a running
+# cell's timer) from one that is stuck.
+SHOWN_JS = """
+([n0]) => {
+  const messages = document.querySelectorAll('[data-testid="stChatMessage"]');
+  return messages.length < n0 + 2 ? '' : messages[n0 + 1].innerText;
+}
+"""
+# A turn fails when it breaks: an error shown, its reply unchanged this long (a stuck page: the
+# longest quiet of a working turn is a prompt waiting its turn under load, seconds, and a running
+# cell shows its timer), no finished reply within --turn-timeout, or (the store check) a reply lost,
+# misplaced or incomplete. A slow turn that keeps streaming is not failed: it counts in the finish
+# times, and those over SLOW_S are listed.
+STALL_S = 60.0
+CHECK_EVERY_S = 10.0
+SLOW_S = 180.0
 IDLE_JS = (
     "() => document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state') === 'notRunning'"
 )
@@ -302,28 +323,47 @@ async def run_turn(page: Page, turn: Turn, timeout_s: float) -> None:
     await box.press("Enter")
     deadline = start + timeout_s
     try:
-        state = await page.wait_for_function(
-            TURN_STATE_JS, arg=[n0, "first", AVATAR], polling=POLL_FIRST_MS, timeout=timeout_s * 1000
-        )
+        state = await wait_for_state(page, n0, "first", POLL_FIRST_MS, deadline)
         turn.first_token_s = time.monotonic() - start
-        if await state.json_value() != "error":
-            left = max(1.0, deadline - time.monotonic())
-            state = await page.wait_for_function(
-                TURN_STATE_JS, arg=[n0, "done", AVATAR], polling=POLL_DONE_MS, timeout=left * 1000
-            )
-        if await state.json_value() == "error":
+        if state != "error":
+            state = await wait_for_state(page, n0, "done", POLL_DONE_MS, deadline)
+        if state == "error":
             turn.failure = "error shown: " + await error_text(page, n0)
             return
         turn.finished_s = time.monotonic() - start
-    except PlaywrightTimeout:
-        turn.failure = (
-            f"no {'first token' if turn.first_token_s is None else 'finished reply'} within {timeout_s:.0f} s"
-        )
+    except (PlaywrightTimeout, TurnStuck) as error:
+        what = "first token" if turn.first_token_s is None else "finished reply"
+        turn.failure = f"no {what}: {error}" if isinstance(error, TurnStuck) else f"no {what} within {timeout_s:.0f} s"
         return
     turn.conversation_id = conversation_of(page.url)
     if turn.mode == "chat":
         bubble = page.get_by_test_id("stChatMessage").nth(n0 + 1)
         turn.shown = await bubble.get_by_test_id("stMarkdownContainer").first.inner_text()
+
+
+class TurnStuck(Exception):
+    """The turn's reply did not change for STALL_S."""
+
+
+async def wait_for_state(page: Page, n0: int, phase: str, polling_ms: int, deadline: float) -> str:
+    """Wait until TURN_STATE_JS says `phase` (or "error"); raise TurnStuck when the reply stops changing
+    for STALL_S, and PlaywrightTimeout at the deadline."""
+    shown, changed_at = None, time.monotonic()
+    while True:
+        wait_s = min(CHECK_EVERY_S, deadline - time.monotonic())
+        if wait_s <= 0:
+            raise PlaywrightTimeout("past the turn's deadline")
+        try:
+            state = await page.wait_for_function(
+                TURN_STATE_JS, arg=[n0, phase, AVATAR], polling=polling_ms, timeout=wait_s * 1000
+            )
+            return str(await state.json_value())
+        except PlaywrightTimeout:
+            now_shown = await page.evaluate(SHOWN_JS, [n0])
+            if now_shown != shown:
+                shown, changed_at = now_shown, time.monotonic()
+            elif time.monotonic() - changed_at >= STALL_S:
+                raise TurnStuck(f"the reply did not change for {STALL_S:.0f} s") from None
 
 
 async def error_text(page: Page, n0: int) -> str:
@@ -584,6 +624,11 @@ def print_report(
     failures = [t for t in state.turns if t.failure]
     for turn in failures[:20]:
         print(f"  failed u{turn.user}t{turn.number} {turn.mode}: {turn.failure}")
+    slow = sorted(
+        (t for t in state.turns if t.finished_s is not None and t.finished_s > SLOW_S), key=lambda t: -t.finished_s
+    )
+    listed = ", ".join(f"u{t.user}t{t.number} {t.mode} {t.finished_s:.0f} s" for t in slow[:10])
+    print(f"Finished after more than {SLOW_S:.0f} s (slow, not failed): {len(slow)}{': ' + listed if slow else ''}")
     if store is not None:
         ci = sum(1 for t in state.turns if t.mode == "code_interpreter" and not t.failure)
         tool = sum(1 for t in state.turns if t.mode == "tool" and not t.failure)
@@ -700,7 +745,9 @@ def main() -> None:
     parser.add_argument("--url", help="a running app (default: start one here on a free port)")
     parser.add_argument("--data-dir", type=Path, help="the app's DATA_DIR (default: a new temporary one)")
     parser.add_argument("--smoke", action="store_true", help="a quick trial: 2 users for 1 minute")
-    parser.add_argument("--turn-timeout", type=float, default=180.0, help="seconds a turn may take (default 180)")
+    parser.add_argument(
+        "--turn-timeout", type=float, default=600.0, help="seconds a turn may take, however it streams (default 600)"
+    )
     parser.add_argument("--ramp-s", type=float, default=2.0, help="seconds between users' arrivals (default 2)")
     parser.add_argument("--settle-s", type=float, default=180.0, help="seconds to wait for idle kernels after")
     args = parser.parse_args()

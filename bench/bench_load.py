@@ -128,14 +128,11 @@ SHOWN_JS = """
   return messages.length < n0 + 2 ? '' : messages[n0 + 1].innerText;
 }
 """
-# A turn fails when it breaks: an error shown, its reply unchanged this long (a stuck page: the
-# longest quiet of a working turn is a prompt waiting its turn under load, seconds, and a running
-# cell shows its timer), no finished reply within --turn-timeout, or (the store check) a reply lost,
-# misplaced or incomplete. A slow turn that keeps streaming is not failed: it counts in the finish
-# times, and those over SLOW_S are listed.
+# A reply unchanged this long is a stuck page, a failed turn: the longest quiet of a working turn is
+# a prompt waiting for the decode thread under load (seconds), and a running cell shows its timer.
 STALL_S = 60.0
 CHECK_EVERY_S = 10.0
-SLOW_S = 180.0
+SLOW_S = 180.0  # turns that took longer are listed: slow, not failed
 IDLE_JS = (
     "() => document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state') === 'notRunning'"
 )

@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"The model could not be loaded. {error}", file=sys.stderr)
         return 1
     params = {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens}
-    modes = agent_mode(args.tools, args.interpreter, settings)
-    with modes as (tools, executor, on_interrupt):
+    with agent_mode(args.tools, args.interpreter, settings) as (tools, executor, on_interrupt):
         system = args.system or (INTERPRETER_SYSTEM if args.interpreter else DEFAULT_SYSTEM)
         chat = TerminalChat(client, system, tools, executor, settings.max_rounds, on_interrupt)
         chat.run({name: value for name, value in params.items() if value is not None})

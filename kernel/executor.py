@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 from glm_client.agent import Executor
 from glm_client.messages import Message, ToolCall
+from glm_client.observations import fit_observation
 from glm_client.worker_thread import WorkerThread
-from kernel.limits import INTERRUPT_GRACE_S
+from kernel.limits import INTERRUPT_GRACE_S, MAX_OBSERVATION_CHARS
 from kernel.result import ExecutionResult
 from kernel.session import KernelSession
 
@@ -18,10 +19,10 @@ POLL_S = 0.25
 
 
 def observation_of(result: ExecutionResult, call_id: str | None = None) -> Message:
-    """The model reads the text capped, with `[Image]` in place (the agent caps it further for a
-    short context, glm_client/observations.py); the user sees every output."""
+    """The model reads the text capped at MAX_OBSERVATION_CHARS, with `[Image]` in place (the agent
+    caps it further for a short context); the user sees every output."""
     message = Message.observation(
-        result.to_observation(),
+        result.to_observation(max_chars=sys.maxsize),
         name="interpreter",
         tool_call_id=call_id,
         images=result.images,
@@ -29,10 +30,7 @@ def observation_of(result: ExecutionResult, call_id: str | None = None) -> Messa
     )
     message.meta["status"] = result.status
     message.meta["duration_s"] = round(result.duration_s, 3)
-    untruncated = result.to_observation(max_chars=sys.maxsize)
-    if untruncated != message.content:  # the model got a head-and-tail copy; keep all of it for the user
-        message.meta["full_text"] = untruncated
-    return message
+    return fit_observation(message, MAX_OBSERVATION_CHARS)
 
 
 def kernel_executor(
